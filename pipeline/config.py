@@ -1,0 +1,145 @@
+"""One typed config model, read from TOML at the CLI edge and passed down.
+
+Every option, with its default and meaning, is shown in ``configs/default.toml``.
+The API key never sits here: the config only names the environment variable holding it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.simulator.config import SimulatorConfig
+
+MAX_BATCH_SIZE = 1000
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngageConfig(Section):
+    base_url_env: str = "ENGAGE_BASE_URL"  # variable holding https://{tenant}.voyado.com
+    api_key_env: str = "ENGAGE_API_KEY"  # variable holding the API key
+    connect_timeout: float = Field(10.0, gt=0)  # seconds
+    read_timeout: float = Field(60.0, gt=0)  # seconds, per request
+    check_definitions: bool = True  # GET the tenant's point definitions, reject unknown ids
+
+
+class InputConfig(Section):
+    format: Literal["auto", "csv", "tsv", "parquet", "ndjson"] = "auto"
+    delimiter: str = "auto"  # "auto" sniffs , ; tab | from the header line
+    timezone: str = ""  # IANA name for values without offset; "" = this machine's
+
+
+class ValidationConfig(Section):
+    allow_duplicates: bool = False  # exact duplicate rows within one import are rejected
+    max_source_length: int = Field(255, gt=0)
+    max_description_length: int = Field(1000, gt=0)
+
+
+class BatchConfig(Section):
+    batch_size: int = Field(MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
+
+
+class RetryConfig(Section):
+    max_attempts: int = Field(8, ge=1)  # per request, the first included
+    initial_wait: float = Field(1.0, ge=0)  # seconds, doubled each attempt, with jitter
+    max_wait: float = Field(60.0, ge=0)  # cap of one back-off
+    max_retry_after: float = Field(300.0, ge=0)  # cap on a server's Retry-After
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
+
+
+class Config(Section):
+    engage: EngageConfig = EngageConfig()
+    input: InputConfig = InputConfig()
+    columns: dict[str, str] = {}  # input header -> API field, e.g. "Kundnr" = "contactId"
+    validation: ValidationConfig = ValidationConfig()
+    batching: BatchConfig = BatchConfig()
+    retry: RetryConfig = RetryConfig()
+    logging: LogConfig = LogConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+
+    @field_validator("columns")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        from pipeline.engage import FIELDS  # the API's model; engage imports this module
+
+        unknown = sorted(set(value.values()) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"maps to unknown field(s) {unknown}; fields are {list(FIELDS)}")
+        return value
+
+
+class Credentials(BaseModel):
+    """Where Engage is and the key to it, read from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    api_key: SecretStr
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML config file; no file means every default."""
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} can't be read: {exc}") from exc
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {_first_problem(exc)}") from exc
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    return f"{where}: {err['msg']}" + (f" ({len(exc.errors())} problems)" if exc.error_count() > 1 else "")
+
+
+def credentials_from_env(cfg: EngageConfig, env: dict[str, str] | None = None) -> Credentials:
+    """Read the base URL and API key from the variables the config names."""
+    env = dict(os.environ) if env is None else env
+    base_url = env.get(cfg.base_url_env, "").strip().rstrip("/")
+    api_key = env.get(cfg.api_key_env, "").strip()
+    if not base_url:
+        raise ConfigError(f"{cfg.base_url_env} is not set; export the Engage base URL, e.g. "
+                          "https://mytenant.voyado.com")
+    if not api_key:
+        raise ConfigError(f"{cfg.api_key_env} is not set; export the Engage API key")
+    check_base_url(base_url, cfg.base_url_env)
+    return Credentials(base_url=base_url, api_key=SecretStr(api_key))
+
+
+def check_base_url(url: str, name: str = "the base URL") -> None:
+    """HTTPS is required, except on the loopback interface (the simulator)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} is not an http(s) URL: {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(f"{name} must use https (plain http is allowed only on loopback): {url}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

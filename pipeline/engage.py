@@ -1,0 +1,238 @@
+"""The Engage API client: the one place where httpx errors become ``EngageError``s.
+
+It talks to ``/api/v2/point-accounts``: POST transactions (at most 1000 rows, optional
+``Idempotency-Key``) and the GET endpoints. Retries (tenacity) live here too, built once
+from the config; ``sleep`` is injectable so unit tests never wait.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+import structlog
+import tenacity
+
+from pipeline import __version__
+from pipeline.config import RetryConfig
+from pipeline.errors import (
+    BatchRejectedError,
+    FatalEngageError,
+    TransientEngageError,
+)
+
+FIELDS = (
+    "contactId", "amount", "definitionId", "timeStamp",
+    "source", "description", "validFrom", "validTo",
+)
+REQUIRED_FIELDS = ("contactId", "amount", "definitionId", "source", "description")
+OPTIONAL_FIELDS = ("timeStamp", "validFrom", "validTo")
+TRANSACTIONS = "/api/v2/point-accounts/transactions"
+DEFINITIONS = "/api/v2/point-accounts/definitions"
+USER_AGENT = f"points-import/{__version__}"
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+PAGE = 100
+
+log = structlog.get_logger("pipeline.engage")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """Engage's answer to one POST: the rows it did not take and why (batch-level lists)."""
+
+    status: int
+    attempts: int = 1
+    not_accepted: list[dict[str, Any]] = field(default_factory=list)
+    error_messages: list[str] = field(default_factory=list)
+    missing_contact_ids: list[str] = field(default_factory=list)
+    missing_definition_ids: list[int] = field(default_factory=list)
+
+
+class EngageClient:
+    """Engage's point-account endpoints over an ``httpx.Client`` the caller builds."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        retry: RetryConfig | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._http = http
+        self._retry = retry or RetryConfig()
+        self._sleep = sleep
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: httpx.Timeout | None = None,
+        retry: RetryConfig | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> EngageClient:
+        headers = {"apikey": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"}
+        http = httpx.Client(
+            base_url=base_url, headers=headers, transport=transport,
+            timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+        )
+        return cls(http, retry)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> EngageClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def post_transactions(self, body: bytes, key: str) -> PostResult:
+        """POST one batch (a JSON array) under ``key``, retrying what is worth retrying."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+
+        def once() -> httpx.Response:
+            return self._send("POST", TRANSACTIONS, content=body, headers=headers)
+
+        response, attempts = self._retrying(once, key=key)
+        return _post_result(response, attempts)
+
+    def definition_ids(self) -> set[int]:
+        """Every point definition id of the tenant (all pages)."""
+        ids: set[int] = set()
+        offset = 0
+        while True:
+            page = self.get_json(DEFINITIONS, {"offset": offset, "count": PAGE})
+            if not isinstance(page, list):
+                raise FatalEngageError(f"GET {DEFINITIONS} did not answer a JSON array")
+            ids.update(int(d["id"]) for d in page if isinstance(d, dict) and "id" in d)
+            if len(page) < PAGE:
+                return ids
+            offset += PAGE
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``path`` with retries; the decoded JSON body."""
+
+        def once() -> httpx.Response:
+            return self._send("GET", path, params=params)
+
+        response, _ = self._retrying(once, key=None)
+        if not 200 <= response.status_code < 300:
+            raise FatalEngageError(f"GET {path} answered {response.status_code}",
+                                   status=response.status_code, body=response.text[:500])
+        return _json(response)
+
+    def _retrying(self, once: Callable[[], httpx.Response], key: str | None) -> tuple[httpx.Response, int]:
+        retrying = retry_policy(self._retry, self._sleep, key)
+        response = retrying(once)
+        return response, int(retrying.statistics.get("attempt_number", 1))
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise TransientEngageError(f"{method} {path} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientEngageError(f"{method} {path} failed: {exc or type(exc).__name__}") from exc
+        _raise_for_status(response, f"{method} {path}")
+        return response
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    body = response.text[:2000]
+    message = f"{what} answered {status} {response.reason_phrase}".rstrip()
+    if status in (401, 403):
+        raise FatalEngageError(f"Engage refused the API key ({status}); check it", status=status,
+                               body=body)
+    if status in RETRYABLE_STATUS or status >= 500:
+        raise TransientEngageError(message, status=status, body=body,
+                                   retry_after=_retry_after(response))
+    if 400 <= status < 500:
+        raise BatchRejectedError(message, status=status, body=body)
+    raise FatalEngageError(f"{message}: unexpected; check the base URL", status=status, body=body)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    when = email.utils.parsedate_to_datetime(value) if value else None
+    return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content) if response.content.strip() else None
+    except orjson.JSONDecodeError as exc:
+        raise TransientEngageError(f"{response.request.method} {response.request.url.path} "
+                                   f"answered {response.status_code} with a body that is not JSON",
+                                   status=response.status_code) from exc
+
+
+def _post_result(response: httpx.Response, attempts: int) -> PostResult:
+    data = _json(response) or {}
+    if not isinstance(data, dict):
+        raise TransientEngageError(f"POST {TRANSACTIONS} answered {response.status_code} "
+                                   "with JSON that is not an object", status=response.status_code)
+    lower = {k.lower(): v for k, v in data.items()}
+    return PostResult(
+        status=response.status_code,
+        attempts=attempts,
+        not_accepted=[r for r in lower.get("notaccepted") or [] if isinstance(r, dict)],
+        error_messages=[str(m) for m in lower.get("errormessages") or []],
+        missing_contact_ids=[str(c) for c in lower.get("missingcontactids") or []],
+        missing_definition_ids=[int(d) for d in lower.get("missingdefinitionids") or []
+                                if _is_int(d)],
+    )
+
+
+def _is_int(value: object) -> bool:
+    try:
+        int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def retry_policy(
+    settings: RetryConfig, sleep: Callable[[float], None], key: str | None = None
+) -> tenacity.Retrying:
+    """Retry transient errors with exponential back-off and jitter, honouring Retry-After."""
+    backoff = tenacity.wait_exponential_jitter(
+        initial=settings.initial_wait, max=settings.max_wait, jitter=settings.initial_wait
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None) or 0.0
+        return max(min(float(hinted), settings.max_retry_after), backoff(state))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("retrying", key=key, attempt=state.attempt_number, error=str(exc),
+                    status=getattr(exc, "status", None),
+                    wait_s=round(state.next_action.sleep if state.next_action else 0, 3))
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientEngageError),
+        stop=tenacity.stop_after_attempt(settings.max_attempts),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+

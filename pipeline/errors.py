@@ -1,0 +1,76 @@
+"""One error hierarchy; the CLI maps it to exit codes in one place.
+
+    PipelineError                  exit 1 unless a subclass says otherwise
+    ├── ConfigError                exit 2: bad config, flag or environment; nothing sent
+    ├── InputError                 exit 2: the input can't be read as a whole; nothing sent
+    ├── JournalError               exit 2: the run journal can't be used; nothing sent
+    └── EngageError                talking to Engage went wrong
+        ├── TransientEngageError   retryable: connection, timeout, 409, 429, 5xx
+        ├── FatalEngageError       stops the run at once: 401, 403, unexpected answers
+        └── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
+
+Rows that fail are not errors: they become rows of the rejects report.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ABORTED = 1
+EXIT_USAGE = 2
+EXIT_REJECTS = 3
+
+
+class PipelineError(Exception):
+    """Base of every error points-import raises on purpose."""
+
+    exit_code = EXIT_ABORTED
+
+
+class ConfigError(PipelineError):
+    """The config file, a flag or the environment is wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(PipelineError):
+    """The input file can't be read as a whole (missing, empty, not text, no header...)."""
+
+    exit_code = EXIT_USAGE
+
+
+class JournalError(PipelineError):
+    """The run journal is corrupt, foreign, newer or locked."""
+
+    exit_code = EXIT_USAGE
+
+
+class EngageError(PipelineError):
+    """Engage did not take a request."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class TransientEngageError(EngageError):
+    """Worth retrying with the same Idempotency-Key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class FatalEngageError(EngageError):
+    """Retrying can't help and nothing else should be sent (bad key, wrong URL)."""
+
+
+class BatchRejectedError(EngageError):
+    """Engage refused this request as a whole; a smaller one may pass."""

@@ -1,0 +1,244 @@
+"""Validate: the documented field rules as a pandera schema over polars, every failure collected.
+
+``validate(frame, rules)`` takes the text frame ``load`` made and splits it in two: the valid
+rows, normalised to what is sent (a lower-case GUID, the amount as an exact canonical decimal,
+the definition id as an integer, date-times with an explicit offset), and the invalid rows,
+each with every reason it failed, ``; ``-joined. Nothing here reads a file or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandera.polars as pa
+import polars as pl
+from pandera.api.polars.types import PolarsData
+
+from pipeline.engage import FIELDS
+from pipeline.load import LOAD_ERROR, SOURCE_ROW
+
+REASON = "reason"
+DATE_FIELDS = ("timeStamp", "validFrom", "validTo")
+GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+DECIMAL = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
+WHOLE = r"^\+?\d{1,18}(\.0*)?$"
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly
+DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
+OUT_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a valid row is, beyond the fixed rules."""
+
+    timezone: str = "UTC"  # IANA zone for date-times without an offset
+    allow_duplicates: bool = False
+    max_source_length: int = 255
+    max_description_length: int = 1000
+    definition_ids: frozenset[int] | None = None  # the tenant's, when known
+
+
+@dataclass(frozen=True)
+class Validated:
+    valid: pl.DataFrame  # sourceRow + FIELDS, normalised (definitionId Int64, the rest text)
+    invalid: pl.DataFrame  # sourceRow, reason
+
+
+def validate(frame: pl.DataFrame, rules: Rules) -> Validated:
+    """Split ``frame`` into normalised valid rows and invalid rows with their reasons."""
+    prepared = _prepare(frame, rules.timezone).with_row_index("_i")
+    reasons = _schema_reasons(prepared, rules)
+    checked = prepared.join(reasons, on="_i", how="left")
+    if not rules.allow_duplicates:
+        checked = _mark_duplicates(checked)
+    invalid = checked.filter(pl.col(REASON).is_not_null()).select(SOURCE_ROW, REASON)
+    valid = checked.filter(pl.col(REASON).is_null()).select(SOURCE_ROW, *_normalised())
+    return Validated(valid=valid, invalid=invalid)
+
+
+def _prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Parse each text field once, into helper columns ``_<field>`` the checks read."""
+    return frame.with_columns(
+        pl.col("contactId").str.strip_chars().str.strip_chars("{}").str.to_lowercase()
+        .alias("_contactId"),
+        _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
+        _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
+        *[_instant(pl.col(f).str.strip_chars(), tz).alias(f"_{f}") for f in DATE_FIELDS],
+    )
+
+
+def _canonical_amount(s: pl.Expr) -> pl.Expr:
+    """``+007.50`` -> ``7.5``; null unless a plain decimal number."""
+    parts = s.str.strip_chars_start("+-").str.split_exact(".", 1)
+    whole = parts.struct.field("field_0").str.strip_chars_start("0")
+    frac = parts.struct.field("field_1").fill_null("").str.strip_chars_end("0")
+    zero = (whole == "") & (frac == "")
+    text = pl.concat_str(
+        pl.when(s.str.starts_with("-") & ~zero).then(pl.lit("-")).otherwise(pl.lit("")),
+        pl.when(whole == "").then(pl.lit("0")).otherwise(whole),
+        pl.when(frac == "").then(pl.lit("")).otherwise(pl.lit(".") + frac),
+    )
+    return pl.when(s.str.contains(DECIMAL)).then(text)
+
+
+def _significant_digits(amount: pl.Expr) -> pl.Expr:
+    return amount.str.replace_all(r"[-.]", "").str.strip_chars_start("0").str.len_chars()
+
+
+def _whole_number(s: pl.Expr) -> pl.Expr:
+    return pl.when(s.str.contains(WHOLE)).then(
+        s.str.replace(r"\..*$", "").cast(pl.Int64, strict=False)
+    )
+
+
+def _instant(s: pl.Expr, tz: str) -> pl.Expr:
+    """An ISO 8601 date or date-time as an instant in ``tz``; null when it isn't one."""
+    s = (s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+         .str.replace(r"[zZ]$", "+00:00").str.replace(r"(T.*[+-]\d{2})$", "${1}:00"))
+    aware = pl.coalesce(
+        s.str.to_datetime(f"%Y-%m-%dT%H:%M{sec}%z", strict=False, time_unit="us")
+        for sec in (":%S%.f", "")
+    ).dt.convert_time_zone(tz)
+    naive = pl.coalesce(
+        s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
+        s.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
+        s.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
+    ).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    return pl.when(s.str.contains(r"T.*[+-]\d{2}:?\d{2}$")).then(aware).otherwise(naive)
+
+
+def _blank(field: str) -> pl.Expr:
+    return pl.col(field).is_null() | (pl.col(field).str.strip_chars() == "")
+
+
+def _check(expr: pl.Expr, error: str) -> pa.Check:
+    """A pandera check from a polars expression that is true for the rows that pass."""
+
+    def run(data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(expr.fill_null(False))
+
+    return pa.Check(run, error=error, ignore_na=False)
+
+
+def _required(field: str) -> pa.Check:
+    return _check(~_blank(field), f"{field} is required")
+
+
+def _text_checks(field: str, max_length: int) -> list[pa.Check]:
+    s = pl.col(field)
+    return [
+        _required(field),
+        _check(_blank(field) | (s.str.len_chars() <= max_length),
+               f"{field} is longer than {max_length} characters"),
+        _check(_blank(field) | ~s.str.contains(CONTROL), f"{field} holds a control character"),
+    ]
+
+
+def _date_checks(field: str) -> list[pa.Check]:
+    return [_check(_blank(field) | pl.col(f"_{field}").is_not_null(),
+                   f"{field} must be {DATE_HINT}, existing in the configured time zone")]
+
+
+def _definition_checks(known: frozenset[int] | None) -> list[pa.Check]:
+    checks = [
+        _required("definitionId"),
+        _check(_blank("definitionId") | (pl.col("_definitionId") > 0),
+               "definitionId must be a positive whole number"),
+    ]
+    if known is not None:
+        shown = ", ".join(str(i) for i in sorted(known)[:20]) or "none"
+        checks.append(_check(
+            pl.col("_definitionId").is_null() | (pl.col("_definitionId") <= 0)
+            | pl.col("_definitionId").is_in(sorted(known)),
+            f"definitionId is not a point definition of this Engage tenant (known: {shown})"))
+    return checks
+
+
+def _schema(rules: Rules) -> pa.DataFrameSchema:
+    amount = pl.col("_amount")
+    columns = {
+        "contactId": [_required("contactId"),
+                      _check(_blank("contactId") | pl.col("_contactId").str.contains(GUID),
+                             "contactId must be a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301")],
+        "amount": [_required("amount"),
+                   _check(_blank("amount") | amount.is_not_null(),
+                          "amount must be a number like 12 or -3.5 (a '.' for decimals)"),
+                   _check(amount.is_null() | (_significant_digits(amount) <= MAX_DIGITS),
+                          f"amount has more than {MAX_DIGITS} significant digits")],
+        "definitionId": _definition_checks(rules.definition_ids),
+        "source": _text_checks("source", rules.max_source_length),
+        "description": _text_checks("description", rules.max_description_length),
+        **{f: _date_checks(f) for f in DATE_FIELDS},
+    }
+    window = (pl.col("_validFrom").is_null() | pl.col("_validTo").is_null()
+              | (pl.col("_validTo") > pl.col("_validFrom")))
+    return pa.DataFrameSchema(
+        {name: pa.Column(pl.String, checks=checks, nullable=True) for name, checks in columns.items()},
+        checks=[_check(window, "validTo must be after validFrom"),
+                _check(pl.col(LOAD_ERROR).is_null(), "the row is malformed")],
+    )
+
+
+def _schema_reasons(prepared: pl.DataFrame, rules: Rules) -> pl.DataFrame:
+    """Row index ``_i`` -> every reason it failed, in field order."""
+    try:
+        _schema(rules).validate(prepared, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return _reasons_from(exc.failure_cases, prepared)
+    return pl.DataFrame(schema={"_i": pl.UInt32, REASON: pl.String})
+
+
+def _reasons_from(cases: pl.DataFrame, prepared: pl.DataFrame) -> pl.DataFrame:
+    order = {name: rank for rank, name in enumerate(FIELDS)}
+    load_errors = prepared.select(pl.col("_i"), pl.col(LOAD_ERROR).alias("_loadReason"))
+    return (
+        cases.filter(pl.col("index").is_not_null())
+        .select(
+            pl.col("index").cast(pl.UInt32).alias("_i"),
+            pl.col("column").replace_strict(order, default=len(order)).fill_null(len(order))
+            .alias("_rank"),
+            pl.col("check_number").fill_null(0).alias("_n"),
+            pl.col("check").alias(REASON),
+        )
+        .join(load_errors, on="_i", how="left")
+        .with_columns(
+            pl.when(pl.col(REASON) == "the row is malformed")
+            .then(pl.col("_loadReason")).otherwise(pl.col(REASON)).alias(REASON)
+        )
+        .unique(["_i", REASON])
+        .sort("_i", "_rank", "_n")
+        .group_by("_i", maintain_order=True)
+        .agg(pl.col(REASON).str.join("; "))
+    )
+
+
+def _mark_duplicates(checked: pl.DataFrame) -> pl.DataFrame:
+    """A row equal to an earlier valid row (after normalising) is rejected as its duplicate."""
+    keys = [pl.col(c) for c in _normalised_names()]
+    first = pl.col(SOURCE_ROW).first().over(pl.struct(keys), pl.col(REASON).is_null())
+    duplicate = pl.col(REASON).is_null() & (pl.col(SOURCE_ROW) != first)
+    return checked.with_columns(
+        pl.when(duplicate)
+        .then(pl.format("duplicate of row {} (set allow_duplicates to send both)", first))
+        .otherwise(pl.col(REASON))
+        .alias(REASON)
+    )
+
+
+def _normalised_names() -> list[str]:
+    return ["_contactId", "_amount", "_definitionId", "_timeStamp", "source", "description",
+            "_validFrom", "_validTo"]
+
+
+def _normalised() -> list[pl.Expr]:
+    """The helper columns back under the API's names, as they are sent."""
+    exprs = []
+    for name in FIELDS:
+        if name in DATE_FIELDS:
+            exprs.append(pl.col(f"_{name}").dt.strftime(OUT_FORMAT).alias(name))
+        elif name in ("source", "description"):
+            exprs.append(pl.col(name))
+        else:
+            exprs.append(pl.col(f"_{name}").alias(name))
+    return exprs
