@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -97,11 +97,11 @@ class EngageClient:
         """POST one batch (a JSON array) under ``key``, retrying what is worth retrying."""
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
 
-        def once() -> httpx.Response:
-            return self._send("POST", TRANSACTIONS, content=body, headers=headers)
+        def once() -> PostResult:
+            return _post_result(self._send("POST", TRANSACTIONS, content=body, headers=headers))
 
-        response, attempts = self._retrying(once, key=key)
-        return _post_result(response, attempts)
+        result, attempts = self._retrying(once, key=key)
+        return replace(result, attempts=attempts)
 
     def definition_ids(self) -> set[int]:
         """Every point definition id of the tenant (all pages)."""
@@ -119,19 +119,15 @@ class EngageClient:
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET ``path`` with retries; the decoded JSON body."""
 
-        def once() -> httpx.Response:
-            return self._send("GET", path, params=params)
+        def once() -> Any:
+            return _json(self._send("GET", path, params=params))
 
-        response, _ = self._retrying(once, key=None)
-        if not 200 <= response.status_code < 300:
-            raise FatalEngageError(f"GET {path} answered {response.status_code}",
-                                   status=response.status_code, body=response.text[:500])
-        return _json(response)
+        return self._retrying(once, key=None)[0]
 
-    def _retrying(self, once: Callable[[], httpx.Response], key: str | None) -> tuple[httpx.Response, int]:
+    def _retrying(self, once: Callable[[], T], key: str | None) -> tuple[T, int]:
         retrying = retry_policy(self._retry, self._sleep, key)
-        response = retrying(once)
-        return response, int(retrying.statistics.get("attempt_number", 1))
+        result = retrying(once)
+        return result, int(retrying.statistics.get("attempt_number", 1))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -182,7 +178,7 @@ def _json(response: httpx.Response) -> Any:
                                    status=response.status_code) from exc
 
 
-def _post_result(response: httpx.Response, attempts: int) -> PostResult:
+def _post_result(response: httpx.Response) -> PostResult:
     data = _json(response) or {}
     if not isinstance(data, dict):
         raise TransientEngageError(f"POST {TRANSACTIONS} answered {response.status_code} "
@@ -190,7 +186,6 @@ def _post_result(response: httpx.Response, attempts: int) -> PostResult:
     lower = {k.lower(): v for k, v in data.items()}
     return PostResult(
         status=response.status_code,
-        attempts=attempts,
         not_accepted=[r for r in lower.get("notaccepted") or [] if isinstance(r, dict)],
         error_messages=[str(m) for m in lower.get("errormessages") or []],
         missing_contact_ids=[str(c) for c in lower.get("missingcontactids") or []],
@@ -211,9 +206,9 @@ def retry_policy(
     settings: RetryConfig, sleep: Callable[[float], None], key: str | None = None
 ) -> tenacity.Retrying:
     """Retry transient errors with exponential back-off and jitter, honouring Retry-After."""
-    backoff = tenacity.wait_exponential_jitter(
-        initial=settings.initial_wait, max=settings.max_wait, jitter=settings.initial_wait
-    )
+    backoff = tenacity.wait_exponential(
+        multiplier=settings.initial_wait, max=settings.max_wait
+    ) + tenacity.wait_random(0, settings.initial_wait)
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

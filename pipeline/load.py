@@ -28,6 +28,7 @@ SOURCE_ROW = "sourceRow"
 LOAD_ERROR = "_loadError"
 DELIMITERS = (",", ";", "\t", "|")
 BOM = b"\xef\xbb\xbf"
+BLANK = " \t\r\n"  # what a blank line, or a line of only delimiters, holds
 EXTENSIONS = {
     ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet",
     ".pq": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson",
@@ -264,12 +265,20 @@ def _require(path: Path, found: list[str], present: set[str]) -> None:
 
 
 def _number_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """Number the data rows from 1, then drop rows with no value in any column (blank lines)."""
+    """Number the data rows from 1, then drop rows with no value in any column (blank lines).
+
+    An empty value is null, whether it was written as nothing or as ``""``.
+    """
     values = [c for c in frame.columns if c != LOAD_ERROR]
-    numbered = frame.with_row_index(SOURCE_ROW, offset=1).with_columns(pl.col(SOURCE_ROW).cast(pl.Int64))
+    numbered = frame.with_row_index(SOURCE_ROW, offset=1).with_columns(
+        pl.col(SOURCE_ROW).cast(pl.Int64),
+        *[pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in values],
+    )
     if not values:
         return numbered
-    blank = pl.all_horizontal([pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in values])
+    blank = pl.all_horizontal(
+        [pl.col(c).is_null() | (pl.col(c).str.strip_chars(BLANK) == "") for c in values]
+    )
     return numbered.filter(~blank | pl.col(LOAD_ERROR).is_not_null())
 
 

@@ -3,6 +3,7 @@ and ``serve`` (blocking, for ``points-import simulate``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -51,15 +52,17 @@ class SimulatorServer:
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.__exit__()
-                config = self._server.config
-                raise RuntimeError(f"the Engage simulator did not start on {config.host}:{config.port}")
+                where = f"{self._server.config.host}:{self._server.config.port}"
+                raise RuntimeError(f"the Engage simulator did not start on {where}; see the log")
             time.sleep(0.01)
 
 
 def serve(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve the simulator in this thread until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve the simulator in this thread; returns after Ctrl-C. On SIGTERM uvicorn shuts down
+    gracefully, then re-raises the signal, so the process ends as killed by SIGTERM."""
     server = _AnnouncingServer(_uvicorn_config(create_app(config), host, port))
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -78,7 +81,7 @@ def _url(server: uvicorn.Server) -> str:
 
 
 def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", http="h11")
+    config = uvicorn.Config(app, host, port, http="h11", lifespan="off", log_level="warning")
     _quiet_dropped_responses()
     return config
 

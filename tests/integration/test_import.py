@@ -1,0 +1,124 @@
+"""End to end: the CLI imports files into the simulator, a real server on loopback."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.simulator.fixture import contact_id
+from tests.conftest import FAST_RETRY, SAMPLE, stored, write_csv
+
+DEMO_TZ = '[input]\ntimezone = "Europe/Stockholm"\n'
+
+
+def _content(row: dict[str, object]) -> tuple[str, Decimal, int, str, str]:
+    return (str(row["contactId"]).lower(), Decimal(str(row["amount"])),
+            int(str(row["definitionId"])), str(row["source"]), str(row["description"]))
+
+
+def _input_rows(path: Path) -> dict[int, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return dict(enumerate(csv.DictReader(f), start=1))
+
+
+def test_sample_imports_every_valid_row_once_and_reports_the_bad_ones(simulator, run_cli):
+    """The sample: exit 3, each accepted row stored exactly once, the rejects are the rest."""
+    sim = simulator()
+    result = run_cli("run", str(SAMPLE), "--summary", "summary.json", sim=sim,
+                     config=DEMO_TZ + FAST_RETRY)
+    assert result.code == 3, result.err
+    summary = result.summary()
+    rejects = result.rejects("transactions.rejects.csv")
+    assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_rejected"]
+    assert (summary["rows_read"], summary["rows_rejected"]) == (4026, 26)
+    assert Counter(r["stage"] for r in rejects) == {"validation": 22, "server": 4}
+    assert all(r["reason"] for r in rejects)
+    rejected_rows = {int(r["sourceRow"]) for r in rejects}
+    accepted = [row for n, row in _input_rows(SAMPLE).items() if n not in rejected_rows]
+    assert Counter(_content(t) for t in stored(sim)) == Counter(_content(r) for r in accepted)
+    assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
+
+
+def test_running_the_same_file_again_adds_nothing(simulator, run_cli):
+    """A re-run sends the same keys: Engage replays, the store is unchanged, same outcome."""
+    sim = simulator()
+    first = run_cli("run", str(SAMPLE), "--summary", "summary.json", sim=sim, config=DEMO_TZ)
+    held = stored(sim)
+    again = run_cli("run", str(SAMPLE), "--summary", "summary.json", sim=sim, config=DEMO_TZ)
+    assert (first.code, again.code) == (3, 3)
+    assert stored(sim) == held
+    assert again.rejects("transactions.rejects.csv") == first.rejects("transactions.rejects.csv")
+
+
+def test_fixed_rejects_import_and_nothing_else_twice(simulator, run_cli, tmp_path):
+    """Fixing the rejects report and importing it adds exactly the fixed rows."""
+    sim = simulator()
+    run_cli("run", str(SAMPLE), sim=sim, config=DEMO_TZ)
+    before = len(stored(sim))
+    with (tmp_path / "transactions.rejects.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    fixed = [{**r, "contactId": contact_id(7), "amount": "10", "definitionId": "1",
+              "source": "Store 012", "description": f"fixed row {r['sourceRow']}",
+              "timeStamp": "", "validFrom": "", "validTo": "2027-12-31"} for r in rows]
+    with (tmp_path / "fixed.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(fixed)
+    result = run_cli("run", "fixed.csv", sim=sim, config=DEMO_TZ)
+    assert result.code == 0, result.err
+    assert len(stored(sim)) == before + len(rows)
+    assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
+
+
+def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):
+    """30 % failing requests and 10 % apply-then-fail: every valid row lands exactly once."""
+    faults = {"error_rates": {500: 0.1, 502: 0.08, 503: 0.06, 429: 0.06},
+              "apply_then_fail_rate": 0.1, "retry_after_seconds": 0.01, "seed": 11}
+    sim = simulator(faults=faults)
+    result = run_cli("run", str(SAMPLE), "--batch-size", "100", "--summary", "summary.json",
+                     sim=sim, config=DEMO_TZ + FAST_RETRY)
+    assert result.code == 3, result.err
+    assert result.summary()["rows_accepted"] == 4000
+    counts = Counter(_content(t) for t in stored(sim))
+    assert len(counts) == 4000 and max(counts.values()) == 1
+    statuses = Counter(r.status for r in sim.store.requests)
+    assert statuses[500] and statuses[429], "the faults must really have happened"
+
+
+def test_a_refused_batch_is_split_until_the_bad_row_is_found(simulator, run_cli, tmp_path):
+    """A 400 for a batch with one bad row: only that row is rejected, the rest stored once."""
+    sim = simulator(max_description_length=100)
+    rows = [{"contactId": contact_id(i % 50 + 1), "amount": str(i), "definitionId": "1",
+             "source": "POS", "description": f"row {i}"} for i in range(1, 201)]
+    rows[136]["description"] = "x" * 150
+    write_csv(tmp_path / "in.csv", rows)
+    result = run_cli("run", "in.csv", sim=sim, config=FAST_RETRY)
+    assert result.code == 3, result.err
+    rejects = result.rejects("in.rejects.csv")
+    assert [(r["sourceRow"], r["stage"]) for r in rejects] == [("137", "batch")]
+    assert "400" in rejects[0]["reason"]
+    assert len(stored(sim)) == 199
+
+
+def test_a_refused_key_aborts_with_exit_1(simulator, run_cli, tmp_path):
+    """A wrong API key: exit 1, one clear line, nothing stored."""
+    sim = simulator()
+    write_csv(tmp_path / "in.csv", [{"contactId": contact_id(1), "amount": "5",
+                                     "definitionId": "1", "source": "s", "description": "d"}])
+    result = run_cli("run", "in.csv", sim=sim, key="wrong-key")
+    assert result.code == 1
+    assert "refused the API key (401)" in result.err
+    assert "Traceback" not in result.err
+    assert stored(sim) == []
+
+
+def test_header_only_is_a_quiet_night(simulator, run_cli, tmp_path):
+    """A header-only file: exit 0, 'nothing to import', no request."""
+    sim = simulator()
+    write_csv(tmp_path / "in.csv", [])
+    result = run_cli("run", "in.csv", sim=sim)
+    assert result.code == 0
+    assert "nothing to import" in result.err
+    assert not [r for r in sim.store.requests if r.method == "POST"]

@@ -1,0 +1,131 @@
+"""The Engage client over httpx.MockTransport: headers, status mapping, retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from pipeline.config import RetryConfig
+from pipeline.engage import USER_AGENT, EngageClient
+from pipeline.errors import BatchRejectedError, FatalEngageError, TransientEngageError
+
+Handler = Callable[[httpx.Request], httpx.Response]
+OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
+
+
+def client(handler: Handler, sleeps: list[float] | None = None, attempts: int = 4) -> EngageClient:
+    http = httpx.Client(base_url="https://tenant.example", transport=httpx.MockTransport(handler),
+                        headers={"apikey": "k", "User-Agent": USER_AGENT})
+    waits = sleeps if sleeps is not None else []
+    return EngageClient(http, RetryConfig(max_attempts=attempts, initial_wait=0.5, max_wait=2),
+                        sleep=waits.append)
+
+
+def answers(*responses: httpx.Response | Exception) -> tuple[Handler, list[httpx.Request]]:
+    """A handler giving ``responses`` in turn, and the requests it saw."""
+    seen: list[httpx.Request] = []
+    queue = list(responses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        item = queue.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return handle, seen
+
+
+def test_post_sends_the_documented_headers_and_body():
+    """apikey, User-Agent, JSON content type and the Idempotency-Key go with the body."""
+    handle, seen = answers(httpx.Response(202, json=OK))
+    result = client(handle).post_transactions(b"[]", "key-1")
+    request = seen[0]
+    assert (request.method, request.url.path) == ("POST", "/api/v2/point-accounts/transactions")
+    assert request.headers["apikey"] == "k"
+    assert request.headers["user-agent"].startswith("points-import/")
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["idempotency-key"] == "key-1"
+    assert request.content == b"[]"
+    assert (result.status, result.attempts) == (202, 1)
+
+
+@pytest.mark.parametrize("status", [200, 202])
+def test_200_and_202_are_accepted_with_their_lists(status):
+    """Both success codes are read, with the notAccepted rows and missing ids."""
+    body = {**OK, "notAccepted": [{"contactId": "c"}], "missingContactIds": ["c"],
+            "missingDefinitionIds": [7], "errorMessages": ["bad"]}
+    handle, _ = answers(httpx.Response(status, json=body))
+    result = client(handle).post_transactions(b"[]", "k")
+    assert result.not_accepted == [{"contactId": "c"}]
+    assert (result.missing_contact_ids, result.missing_definition_ids) == (["c"], [7])
+    assert result.error_messages == ["bad"]
+
+
+def test_transient_failures_are_retried_under_the_same_key():
+    """Connection error, 503, 409 and a timeout, then 202: four retries, one key."""
+    handle, seen = answers(httpx.ConnectError("refused"), httpx.Response(503),
+                           httpx.Response(409), httpx.ReadTimeout("slow"),
+                           httpx.Response(202, json=OK))
+    sleeps: list[float] = []
+    result = client(handle, sleeps, attempts=5).post_transactions(b"[1]", "same")
+    assert result.attempts == 5
+    assert {r.headers["idempotency-key"] for r in seen} == {"same"}
+    assert len(sleeps) == 4
+
+
+def test_retry_after_is_honoured():
+    """A 429 with Retry-After: 1.5 waits at least 1.5 s before the retry."""
+    handle, _ = answers(httpx.Response(429, headers={"Retry-After": "1.5"}),
+                        httpx.Response(202, json=OK))
+    sleeps: list[float] = []
+    client(handle, sleeps).post_transactions(b"[]", "k")
+    assert sleeps and sleeps[0] >= 1.5
+
+
+def test_backoff_grows_exponentially():
+    """Without Retry-After the waits grow: 0.5, 1, 2 (capped), plus jitter."""
+    handle, _ = answers(*[httpx.Response(500)] * 4)
+    sleeps: list[float] = []
+    with pytest.raises(TransientEngageError):
+        client(handle, sleeps).post_transactions(b"[]", "k")
+    assert len(sleeps) == 3
+    assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 1.5 and 2.0 <= sleeps[2] <= 2.5
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_is_fatal_at_once(status):
+    """401/403 stop at once: no retry."""
+    handle, seen = answers(httpx.Response(status), httpx.Response(202, json=OK))
+    with pytest.raises(FatalEngageError, match="refused the API key"):
+        client(handle).post_transactions(b"[]", "k")
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_other_4xx_refuse_the_batch_without_retry(status):
+    """A 400/413/422 is a refusal of this request as it is: no retry, status and body kept."""
+    handle, seen = answers(httpx.Response(status, text="row 3 is bad"))
+    with pytest.raises(BatchRejectedError) as info:
+        client(handle).post_transactions(b"[]", "k")
+    assert (info.value.status, info.value.body, len(seen)) == (status, "row 3 is bad", 1)
+
+
+def test_a_success_without_json_is_retried():
+    """A 202 whose body is not JSON is treated as an unknown outcome and retried (same key)."""
+    handle, seen = answers(httpx.Response(202, text="<html>"), httpx.Response(202, json=OK))
+    assert client(handle).post_transactions(b"[]", "k").attempts == 2
+    assert len(seen) == 2
+
+
+def test_definitions_are_read_across_pages():
+    """GET definitions pages by offset/count until a short page."""
+    pages = {0: [{"id": i} for i in range(1, 101)], 100: [{"id": 101}, {"id": 102}]}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v2/point-accounts/definitions"
+        return httpx.Response(200, json=pages[int(request.url.params["offset"])])
+
+    assert client(handle).definition_ids() == set(range(1, 103))

@@ -1,0 +1,113 @@
+"""Post: settling rows from Engage's answers — matching, splitting, aborting."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import polars as pl
+
+from pipeline.chunk import chunk
+from pipeline.config import RetryConfig
+from pipeline.engage import EngageClient, PostResult
+from pipeline.post import match_not_accepted, post
+from tests.unit.test_chunk import valid_rows
+
+OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
+OTHER = "11111111-2222-3333-4444-555555555555"
+
+
+def engage(handler, attempts: int = 2) -> EngageClient:
+    http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handler))
+    return EngageClient(http, RetryConfig(max_attempts=attempts, initial_wait=0), sleep=lambda s: None)
+
+
+def settled(posted) -> dict[int, tuple[bool, str | None]]:
+    return {r["sourceRow"]: (r["accepted"], r["stage"]) for r in posted.outcomes.to_dicts()}
+
+
+def test_a_refused_batch_is_split_down_to_the_bad_row():
+    """A 400 whenever the body holds the bad row: only that row is rejected, with the status."""
+    frame = valid_rows(10).with_columns(
+        pl.when(pl.col("sourceRow") == 7).then(pl.lit("poison")).otherwise("description")
+        .alias("description"))
+    keys: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["idempotency-key"])
+        if b"poison" in request.content:
+            return httpx.Response(400, text="The field Description is invalid.")
+        return httpx.Response(202, json=OK)
+
+    posted = post(chunk(frame, 10, "x"), engage(handle))
+    rows = settled(posted)
+    assert rows.pop(7) == (False, "batch")
+    assert all(ok for ok, _ in rows.values()) and len(rows) == 9
+    reason = posted.outcomes.filter(pl.col("sourceRow") == 7)["reason"].item()
+    assert "400" in reason and "Description" in reason
+    assert len(keys) == len(set(keys)), "every split half has a key of its own"
+
+
+def test_not_accepted_rows_are_matched_by_content_with_their_reason():
+    """Echoed rows map back to their input rows; missing contact/definition explain why."""
+    frame = valid_rows(4, contactId=[OTHER, OTHER, OTHER, OTHER], definitionId=[1, 2, 1, 9])
+    rows = frame.to_dicts()
+    echoed = [{**rows[3], "amount": float(rows[3]["amount"])}, rows[1]]
+    result = PostResult(202, not_accepted=echoed, missing_definition_ids=[9],
+                        error_messages=["row 1: source is required"])
+    matched = dict(match_not_accepted(frame, result).iter_rows())
+    assert set(matched) == {2, 4}
+    assert "point definition 9 does not exist" in matched[4]
+    assert "row 1: source is required" in matched[2]
+
+
+def test_identical_rows_are_matched_once_each():
+    """Two equal rows, one refused: exactly one of them is marked."""
+    frame = valid_rows(2, description=["same", "same"], amount=["1", "1"], definitionId=[1, 1])
+    result = PostResult(202, not_accepted=[frame.to_dicts()[0]], missing_contact_ids=[])
+    assert match_not_accepted(frame, result).height == 1
+
+
+def test_posted_rows_not_accepted_become_server_rejects():
+    """The server's notAccepted rows are rejected at stage 'server'; the rest accepted."""
+    frame = valid_rows(3, contactId=[OTHER, "3f2504e0-4f89-11d3-9a0c-0305e82c3301", OTHER])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent = json.loads(request.content)
+        missing = [r for r in sent if r["contactId"] == OTHER]
+        return httpx.Response(202, json={**OK, "notAccepted": missing,
+                                         "missingContactIds": [OTHER]})
+
+    posted = post(chunk(frame, 10, "x"), engage(handle))
+    assert settled(posted) == {1: (False, "server"), 2: (True, None), 3: (False, "server")}
+    assert posted.unmatched == 0
+
+
+def test_an_unreachable_engage_aborts_with_in_doubt_and_unsent_rows():
+    """Retries run out on batch 2: batch 1 accepted, 2 in doubt ('batch'), 3 'unsent'."""
+    calls = {"n": 0}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return httpx.Response(202, json=OK) if calls["n"] == 1 else httpx.Response(503)
+
+    posted = post(chunk(valid_rows(30), 10, "x"), engage(handle, attempts=3))
+    stages = posted.outcomes.group_by("stage").len().sort("stage").rows()
+    assert sorted(stages, key=str) == sorted([(None, 10), ("batch", 10), ("unsent", 10)], key=str)
+    assert posted.aborted is not None and posted.batches_sent == 2
+    in_doubt = posted.outcomes.filter(pl.col("stage") == "batch")["reason"][0]
+    assert "outcome unknown" in in_doubt and "re-run the same input" in in_doubt
+
+
+def test_a_refused_key_stops_before_the_next_batch():
+    """A 401 on the first batch: nothing else is sent."""
+    seen: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        return httpx.Response(401)
+
+    posted = post(chunk(valid_rows(20), 10, "x"), engage(handle))
+    assert len(seen) == 1
+    assert set(posted.outcomes["stage"]) == {"batch", "unsent"}
+    assert posted.outcomes.height == 20
