@@ -11,59 +11,53 @@ import os
 import sys
 import zoneinfo
 from pathlib import Path
-from typing import Annotated
-
 import click
-import typer
 
 from pipeline import __version__
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_ABORTED, ConfigError, PipelineError
 
-app = typer.Typer(
-    help="Load loyalty point transactions into Voyado Engage: exactly once, nothing lost.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-_state: dict[str, bool] = {"debug": False}
 
-InputArg = Annotated[Path, typer.Argument(help="CSV, TSV, Parquet or NDJSON file, optionally .gz")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
-RejectsOpt = Annotated[Path | None, typer.Option(
-    help="Where to write the rejects CSV [default: next to --summary, else "
-         "<input stem>.rejects.csv here]")]
-SummaryOpt = Annotated[Path | None, typer.Option(help="Also write the summary as JSON here")]
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="points-import")
+def app(debug: bool) -> None:
+    """Load loyalty point transactions into Voyado Engage: exactly once, nothing lost.
 
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"points-import {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit")] = False,
-) -> None:
+    Exit codes: 0 every row accepted; 3 finished, some rows are in the rejects report;
+    1 aborted (Engage unreachable after retries, key refused); 2 usage, config or
+    unreadable input, nothing sent.
+    """
     _state["debug"] = debug
 
 
+_state: dict[str, bool] = {"debug": False}
+_input = click.argument("input", type=click.Path(path_type=Path))
+_config = click.option("--config", "-c", "config", type=click.Path(path_type=Path),
+                       help="TOML config file (see configs/default.toml).")
+_rejects = click.option("--rejects", type=click.Path(path_type=Path),
+                        help="Where to write the rejects CSV [default: next to --summary, "
+                             "else <input stem>.rejects.csv here].")
+_summary = click.option("--summary", type=click.Path(path_type=Path),
+                        help="Also write the summary as JSON here.")
+
+
 @app.command("run")
-def run_cmd(
-    input: InputArg,
-    config: ConfigOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but POST")] = False,
-    rejects: RejectsOpt = None,
-    summary: SummaryOpt = None,
-    import_id: Annotated[str | None, typer.Option(
-        help="The import's identity (keys derive from it) [default: the input's fingerprint]")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, max=1000, help="Rows per request, at most 1000 [default: from config, 1000]")] = None,
-) -> int:
-    """Import INPUT into Engage (ENGAGE_BASE_URL, ENGAGE_API_KEY)."""
+@_input
+@_config
+@click.option("--dry-run", is_flag=True, help="Do everything but POST.")
+@_rejects
+@_summary
+@click.option("--import-id", help="The import's identity; keys derive from it "
+                                   "[default: the input's fingerprint].")
+@click.option("--batch-size", type=click.IntRange(1, 1000),
+              help="Rows per request, at most 1000 [default: from config, 1000].")
+def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | None,
+            summary: Path | None, import_id: str | None, batch_size: int | None) -> int:
+    """Import INPUT into Engage (ENGAGE_BASE_URL, ENGAGE_API_KEY).
+
+    INPUT is a CSV, TSV, Parquet or NDJSON file, optionally gzipped.
+    """
     from pipeline.commands import import_file
 
     cfg = _setup(config)
@@ -72,9 +66,16 @@ def run_cmd(
 
 
 @app.command("validate")
-def validate_cmd(input: InputArg, config: ConfigOpt = None, rejects: RejectsOpt = None,
-                 summary: SummaryOpt = None) -> int:
-    """Load and validate INPUT only: no network; the invalid rows go to the rejects report."""
+@_input
+@_config
+@_rejects
+@_summary
+def validate_cmd(input: Path, config: Path | None, rejects: Path | None,
+                 summary: Path | None) -> int:
+    """Load and validate INPUT only, without network.
+
+    The invalid rows go to the rejects report; exit 0 if every row is valid, else 3.
+    """
     from pipeline.commands import import_file
 
     cfg = _setup(config)
@@ -82,12 +83,15 @@ def validate_cmd(input: InputArg, config: ConfigOpt = None, rejects: RejectsOpt 
 
 
 @app.command("simulate")
-def simulate_cmd(
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free one)")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    config: ConfigOpt = None,
-) -> int:
-    """Run the Engage simulator (its [simulator] config: key, contacts, faults)."""
+@click.option("--port", type=int, default=8080, show_default=True,
+              help="Port to listen on (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@_config
+def simulate_cmd(port: int, host: str, config: Path | None) -> int:
+    """Run the Engage simulator until stopped.
+
+    Its [simulator] config sets the API key, contacts, definitions and faults.
+    """
     from pipeline.simulator import serve
 
     cfg = _setup(config)
@@ -96,12 +100,14 @@ def simulate_cmd(
 
 
 @app.command("demo")
-def demo_cmd(
-    output: Annotated[Path, typer.Option(help="Folder for the demo's rejects and summary")] = Path(
-        "demo-output"),
-    config: ConfigOpt = None,
-) -> int:
-    """Import sample_data/ into the built-in simulator and show the outcome."""
+@click.option("--output", type=click.Path(path_type=Path), default=Path("demo-output"),
+              show_default=True, help="Folder for the demo's rejects and summary.")
+@_config
+def demo_cmd(output: Path, config: Path | None) -> int:
+    """Import sample_data/ into the built-in simulator and show the outcome.
+
+    Exit 0 when the import finished (the sample's bad rows are expected in the rejects).
+    """
     from pipeline.commands import demo
 
     cfg = _setup(config or _demo_config())
@@ -144,11 +150,9 @@ def resolve_timezone(name: str) -> str:
 def cli(args: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; errors are one line on stderr."""
     try:
-        code = app(args=args, standalone_mode=False, prog_name="points-import")
+        code = app.main(args=args, standalone_mode=False, prog_name="points-import")
     except click.ClickException as exc:
         exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("points-import: interrupted", file=sys.stderr)

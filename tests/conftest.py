@@ -75,7 +75,8 @@ def run_cli(
         if config:
             path = tmp_path / "test-config.toml"
             path.write_text(config)
-            argv[1:1] = ["--config", str(path)]
+            command = next(i for i, a in enumerate(argv) if not a.startswith("-"))
+            argv[command + 1:command + 1] = ["--config", str(path)]
         code = cli(argv)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err, tmp_path)

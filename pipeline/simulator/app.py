@@ -1,7 +1,9 @@
 """The Engage simulator as an ASGI app: ``create_app(config)``.
 
 Every API request needs the header ``apikey: <config.api_key>`` (else 401; 403 is never sent),
-then passes the rate limit (else 429 with ``Retry-After: 1``), then waits ``latency_ms``.
+then passes the rate limit (else 429 with ``Retry-After: 1``). Every answer waits
+``faults.latency_ms``; a POST waits between step 4 and step 5 below, while holding its
+Idempotency-Key, so a concurrent repeat can see the 409.
 ``/_sim/...`` are admin endpoints for tests: no apikey, no latency, not logged.
 
 ``POST /api/v2/point-accounts/transactions``, in this order:
@@ -107,7 +109,10 @@ def _routes(sim: Simulator) -> list[Route]:
 
 
 def _api(sim: Simulator, handler: Handler) -> Endpoint:
-    """Wrap an API handler: apikey, rate limit, HTTPException -> JSON, request log."""
+    """Wrap an API handler: apikey, rate limit, HTTPException -> JSON, request log.
+
+    A refused request waits the latency here; the handlers wait it themselves.
+    """
 
     async def endpoint(request: Request) -> Response:
         arrived, wall_time = time.monotonic(), datetime.now(UTC)

@@ -314,7 +314,7 @@ def test_apply_then_fail_mixed_gives_both_failures_each_applied_once(
     """Mode "mixed" answers committed requests with a 500 or a drop; each was applied once."""
     faults = {"apply_then_fail_rate": 1.0, "apply_then_fail_mode": "mixed", "seed": 3}
     sim = start(faults=faults)
-    outcomes = set()
+    outcomes: set[int | str] = set()
     for number in range(12):
         try:
             outcomes.add(sim.post([row(amount=number)], key=f"k-{number}").status_code)

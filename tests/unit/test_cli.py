@@ -1,0 +1,80 @@
+"""The CLI: help for every command, exit codes, one-line errors, the key never shown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import app, cli
+from pipeline.simulator.fixture import contact_id
+
+COMMANDS = sorted(app.commands)
+
+
+def test_the_commands_are_the_documented_ones():
+    """run, validate, simulate and demo exist."""
+    assert {"run", "validate", "simulate", "demo"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    """`points-import COMMAND --help` exits 0 and explains the command."""
+    assert cli([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage" in out and len(out.splitlines()) > 3
+
+
+def test_usage_errors_exit_2(capsys):
+    """An unknown flag or a batch size over 1000 is a usage error: exit 2."""
+    assert cli(["run", "x.csv", "--nope"]) == 2
+    assert cli(["run", "x.csv", "--batch-size", "1001"]) == 2
+    assert "1001" in capsys.readouterr().err
+
+
+def test_run_without_credentials_exits_2_before_sending(tmp_path, monkeypatch, capsys):
+    """No ENGAGE_BASE_URL: exit 2 with the variable's name."""
+    monkeypatch.delenv("ENGAGE_BASE_URL", raising=False)
+    path = tmp_path / "in.csv"
+    path.write_text(f"contactId,amount,definitionId,source,description\n{contact_id(1)},1,1,s,d\n")
+    assert cli(["run", str(path)]) == 2
+    assert "ENGAGE_BASE_URL is not set" in capsys.readouterr().err
+
+
+def test_validate_needs_no_network_and_reports_invalid_rows(tmp_path, monkeypatch, capsys):
+    """validate: exit 3 with the bad row in the rejects, no credentials needed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ENGAGE_BASE_URL", raising=False)
+    (tmp_path / "in.csv").write_text("contactId,amount,definitionId,source,description\n"
+                                     f"{contact_id(1)},1,1,s,d\nnot-a-guid,1,1,s,d\n")
+    assert cli(["validate", "in.csv", "--summary", "out/s.json"]) == 3
+    summary = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert (summary["rows_valid"], summary["rows_invalid"]) == (1, 1)
+    assert (tmp_path / "out" / "in.rejects.csv").read_text().count("\n") == 2
+
+
+def test_the_api_key_is_never_printed_or_written(simulator, run_cli, tmp_path):
+    """With a secret key, a run's output, summary and rejects never contain it."""
+    sim = simulator(api_key="TopSecretKey-123")
+    (tmp_path / "in.csv").write_text("contactId,amount,definitionId,source,description\n"
+                                     f"{contact_id(1)},1,1,s,d\nbad,1,1,s,d\n")
+    result = run_cli("--debug", "run", "in.csv", "--summary", "s.json", sim=sim,
+                     key="TopSecretKey-123", config="[logging]\nlevel = 'debug'\n")
+    assert result.code == 3, result.err
+    written = "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
+    assert "TopSecretKey-123" not in result.out + result.err + written
+
+
+def test_python_dash_m_runs_the_demo_as_a_real_process(tmp_path):
+    """`python -m pipeline demo` in a subprocess: exit 0, the summary written, no traceback."""
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--output", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_rejected"]
+    assert "now holds 4000 transactions" in proc.stderr

@@ -1,0 +1,77 @@
+"""Config: the documented defaults, clear errors, and credentials from the environment only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, check_base_url, credentials_from_env, load_config
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_toml_shows_exactly_the_defaults():
+    """configs/default.toml documents every option with its real default."""
+    assert load_config(ROOT / "configs" / "default.toml") == Config()
+
+
+def test_demo_toml_is_valid():
+    """configs/demo.toml loads."""
+    assert load_config(ROOT / "configs" / "demo.toml").batching.batch_size == 250
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[batching]\nbatch_size = 1001\n", "batching.batch_size"),
+        ("[engage]\napi_key = 'secret'\n", "engage.api_key"),
+        ("[columns]\nKundnr = 'customer'\n", "unknown field"),
+        ("not toml = = 1", "can't be read"),
+    ],
+)
+def test_bad_config_is_a_one_line_config_error(tmp_path, text, says):
+    """Over-large batches, unknown keys (a key in the file too), bad mappings, bad TOML."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=says) as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    """--config naming no file: ConfigError."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_credentials_come_from_the_named_variables_and_hide_the_key():
+    """The key is read from the environment and masked in repr."""
+    cfg = Config().engage
+    creds = credentials_from_env(cfg, {"ENGAGE_BASE_URL": "https://t.voyado.com/",
+                                       "ENGAGE_API_KEY": "s3cret"})
+    assert creds.base_url == "https://t.voyado.com"
+    assert creds.api_key.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(creds) and "s3cret" not in str(creds)
+
+
+@pytest.mark.parametrize("env", [{}, {"ENGAGE_BASE_URL": "https://t.voyado.com"}])
+def test_missing_credentials_say_which_variable(env):
+    """An unset variable is named in the error."""
+    with pytest.raises(ConfigError, match="ENGAGE_"):
+        credentials_from_env(Config().engage, env)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9",
+                                 "https://t.voyado.com"])
+def test_https_or_loopback_is_allowed(url):
+    """HTTPS anywhere, plain HTTP on loopback only."""
+    check_base_url(url)
+
+
+@pytest.mark.parametrize("url", ["http://t.voyado.com", "ftp://x", "t.voyado.com"])
+def test_plain_http_elsewhere_is_refused(url):
+    """No API key goes over plain HTTP to another machine."""
+    with pytest.raises(ConfigError):
+        check_base_url(url)
