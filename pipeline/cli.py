@@ -11,6 +11,7 @@ import os
 import sys
 import zoneinfo
 from pathlib import Path
+
 import click
 
 from pipeline import __version__
@@ -33,13 +34,22 @@ def app(debug: bool) -> None:
 
 _state: dict[str, bool] = {"debug": False}
 _input = click.argument("input", type=click.Path(path_type=Path))
-_config = click.option("--config", "-c", "config", type=click.Path(path_type=Path),
-                       help="TOML config file (see configs/default.toml).")
-_rejects = click.option("--rejects", type=click.Path(path_type=Path),
-                        help="Where to write the rejects CSV [default: next to --summary, "
-                             "else <input stem>.rejects.csv here].")
-_summary = click.option("--summary", type=click.Path(path_type=Path),
-                        help="Also write the summary as JSON here.")
+_config = click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(path_type=Path),
+    help="TOML config file (see configs/default.toml).",
+)
+_rejects = click.option(
+    "--rejects",
+    type=click.Path(path_type=Path),
+    help="Where to write the rejects CSV [default: next to --summary, "
+    "else <input stem>.rejects.csv here].",
+)
+_summary = click.option(
+    "--summary", type=click.Path(path_type=Path), help="Also write the summary as JSON here."
+)
 
 
 @app.command("run")
@@ -48,12 +58,24 @@ _summary = click.option("--summary", type=click.Path(path_type=Path),
 @click.option("--dry-run", is_flag=True, help="Do everything but POST.")
 @_rejects
 @_summary
-@click.option("--import-id", help="The import's identity; keys derive from it "
-                                   "[default: the input's fingerprint].")
-@click.option("--batch-size", type=click.IntRange(1, 1000),
-              help="Rows per request, at most 1000 [default: from config, 1000].")
-def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | None,
-            summary: Path | None, import_id: str | None, batch_size: int | None) -> int:
+@click.option(
+    "--import-id",
+    help="The import's identity; keys derive from it [default: the input's fingerprint].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    help="Rows per request, at most 1000 [default: from config, 1000].",
+)
+def run_cmd(
+    input: Path,
+    config: Path | None,
+    dry_run: bool,
+    rejects: Path | None,
+    summary: Path | None,
+    import_id: str | None,
+    batch_size: int | None,
+) -> int:
     """Import INPUT into Engage (ENGAGE_BASE_URL, ENGAGE_API_KEY).
 
     INPUT is a CSV, TSV, Parquet or NDJSON file, optionally gzipped.
@@ -61,8 +83,16 @@ def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | Non
     from pipeline.commands import import_file
 
     cfg = _setup(config)
-    return import_file(cfg, input, rejects=rejects, summary=summary, import_id=import_id,
-                       batch_size=batch_size, dry_run=dry_run, env=dict(os.environ))
+    return import_file(
+        cfg,
+        input,
+        rejects=rejects,
+        summary=summary,
+        import_id=import_id,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        env=dict(os.environ),
+    )
 
 
 @app.command("validate")
@@ -70,8 +100,9 @@ def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | Non
 @_config
 @_rejects
 @_summary
-def validate_cmd(input: Path, config: Path | None, rejects: Path | None,
-                 summary: Path | None) -> int:
+def validate_cmd(
+    input: Path, config: Path | None, rejects: Path | None, summary: Path | None
+) -> int:
     """Load and validate INPUT only, without network.
 
     The invalid rows go to the rejects report; exit 0 if every row is valid, else 3.
@@ -83,8 +114,9 @@ def validate_cmd(input: Path, config: Path | None, rejects: Path | None,
 
 
 @app.command("simulate")
-@click.option("--port", type=int, default=8080, show_default=True,
-              help="Port to listen on (0: any free one).")
+@click.option(
+    "--port", type=int, default=8080, show_default=True, help="Port to listen on (0: any free one)."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @_config
 def simulate_cmd(port: int, host: str, config: Path | None) -> int:
@@ -100,8 +132,13 @@ def simulate_cmd(port: int, host: str, config: Path | None) -> int:
 
 
 @app.command("demo")
-@click.option("--output", type=click.Path(path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Folder for the demo's rejects and summary.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Folder for the demo's rejects and summary.",
+)
 @_config
 def demo_cmd(output: Path, config: Path | None) -> int:
     """Import sample_data/ into the built-in simulator and show the outcome.
@@ -116,8 +153,11 @@ def demo_cmd(output: Path, config: Path | None) -> int:
 
 def _demo_config() -> Path | None:
     here = Path(__file__).resolve().parent
-    for candidate in (Path("configs/demo.toml"), here.parent / "configs/demo.toml",
-                      here / "_configs/demo.toml"):
+    for candidate in (
+        Path("configs/demo.toml"),
+        here.parent / "configs/demo.toml",
+        here / "_configs/demo.toml",
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -138,12 +178,14 @@ def resolve_timezone(name: str) -> str:
 
         try:
             name = tzlocal.get_localzone_name() or "UTC"
-        except Exception:  # noqa: BLE001 - tzlocal raises many kinds; any means "unknown"
+        except Exception:
             name = "UTC"
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"unknown time zone {name!r}; use an IANA name like Europe/Stockholm")
+        raise ConfigError(
+            f"unknown time zone {name!r}; use an IANA name like Europe/Stockholm"
+        ) from None
     return name
 
 
@@ -159,7 +201,7 @@ def cli(args: list[str] | None = None) -> int:
         return EXIT_ABORTED
     except PipelineError as exc:
         return _fail(exc, exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
+    except Exception as exc:
         return _fail(exc, EXIT_ABORTED, prefix="internal error: ")
     return code if isinstance(code, int) else 0
 
@@ -176,4 +218,3 @@ def _fail(exc: BaseException, code: int, prefix: str = "") -> int:
 
 def main() -> None:
     sys.exit(cli())
-

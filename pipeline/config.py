@@ -110,7 +110,9 @@ def load_config(path: Path | None) -> Config:
 def _first_problem(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"])
-    return f"{where}: {err['msg']}" + (f" ({len(exc.errors())} problems)" if exc.error_count() > 1 else "")
+    return f"{where}: {err['msg']}" + (
+        f" ({len(exc.errors())} problems)" if exc.error_count() > 1 else ""
+    )
 
 
 def credentials_from_env(cfg: EngageConfig, env: dict[str, str] | None = None) -> Credentials:
@@ -119,8 +121,10 @@ def credentials_from_env(cfg: EngageConfig, env: dict[str, str] | None = None) -
     base_url = env.get(cfg.base_url_env, "").strip().rstrip("/")
     api_key = env.get(cfg.api_key_env, "").strip()
     if not base_url:
-        raise ConfigError(f"{cfg.base_url_env} is not set; export the Engage base URL, e.g. "
-                          "https://mytenant.voyado.com")
+        raise ConfigError(
+            f"{cfg.base_url_env} is not set; export the Engage base URL, e.g. "
+            "https://mytenant.voyado.com"
+        )
     if not api_key:
         raise ConfigError(f"{cfg.api_key_env} is not set; export the Engage API key")
     check_base_url(base_url, cfg.base_url_env)

@@ -27,8 +27,14 @@ from pipeline.errors import (
 )
 
 FIELDS = (
-    "contactId", "amount", "definitionId", "timeStamp",
-    "source", "description", "validFrom", "validTo",
+    "contactId",
+    "amount",
+    "definitionId",
+    "timeStamp",
+    "source",
+    "description",
+    "validFrom",
+    "validTo",
 )
 REQUIRED_FIELDS = ("contactId", "amount", "definitionId", "source", "description")
 OPTIONAL_FIELDS = ("timeStamp", "validFrom", "validTo")
@@ -79,7 +85,9 @@ class EngageClient:
     ) -> EngageClient:
         headers = {"apikey": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"}
         http = httpx.Client(
-            base_url=base_url, headers=headers, transport=transport,
+            base_url=base_url,
+            headers=headers,
+            transport=transport,
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
         )
         return cls(http, retry)
@@ -135,7 +143,9 @@ class EngageClient:
         except httpx.TimeoutException as exc:
             raise TransientEngageError(f"{method} {path} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise TransientEngageError(f"{method} {path} failed: {exc or type(exc).__name__}") from exc
+            raise TransientEngageError(
+                f"{method} {path} failed: {exc or type(exc).__name__}"
+            ) from exc
         _raise_for_status(response, f"{method} {path}")
         return response
 
@@ -147,11 +157,13 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
     body = response.text[:2000]
     message = f"{what} answered {status} {response.reason_phrase}".rstrip()
     if status in (401, 403):
-        raise FatalEngageError(f"Engage refused the API key ({status}); check it", status=status,
-                               body=body)
+        raise FatalEngageError(
+            f"Engage refused the API key ({status}); check it", status=status, body=body
+        )
     if status in RETRYABLE_STATUS or status >= 500:
-        raise TransientEngageError(message, status=status, body=body,
-                                   retry_after=_retry_after(response))
+        raise TransientEngageError(
+            message, status=status, body=body, retry_after=_retry_after(response)
+        )
     if 400 <= status < 500:
         raise BatchRejectedError(message, status=status, body=body)
     raise FatalEngageError(f"{message}: unexpected; check the base URL", status=status, body=body)
@@ -173,24 +185,29 @@ def _json(response: httpx.Response) -> Any:
     try:
         return orjson.loads(response.content) if response.content.strip() else None
     except orjson.JSONDecodeError as exc:
-        raise TransientEngageError(f"{response.request.method} {response.request.url.path} "
-                                   f"answered {response.status_code} with a body that is not JSON",
-                                   status=response.status_code) from exc
+        raise TransientEngageError(
+            f"{response.request.method} {response.request.url.path} "
+            f"answered {response.status_code} with a body that is not JSON",
+            status=response.status_code,
+        ) from exc
 
 
 def _post_result(response: httpx.Response) -> PostResult:
     data = _json(response) or {}
     if not isinstance(data, dict):
-        raise TransientEngageError(f"POST {TRANSACTIONS} answered {response.status_code} "
-                                   "with JSON that is not an object", status=response.status_code)
+        raise TransientEngageError(
+            f"POST {TRANSACTIONS} answered {response.status_code} with JSON that is not an object",
+            status=response.status_code,
+        )
     lower = {k.lower(): v for k, v in data.items()}
     return PostResult(
         status=response.status_code,
         not_accepted=[r for r in lower.get("notaccepted") or [] if isinstance(r, dict)],
         error_messages=[str(m) for m in lower.get("errormessages") or []],
         missing_contact_ids=[str(c) for c in lower.get("missingcontactids") or []],
-        missing_definition_ids=[int(d) for d in lower.get("missingdefinitionids") or []
-                                if _is_int(d)],
+        missing_definition_ids=[
+            int(d) for d in lower.get("missingdefinitionids") or [] if _is_int(d)
+        ],
     )
 
 
@@ -217,9 +234,14 @@ def retry_policy(
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        log.warning("retrying", key=key, attempt=state.attempt_number, error=str(exc),
-                    status=getattr(exc, "status", None),
-                    wait_s=round(state.next_action.sleep if state.next_action else 0, 3))
+        log.warning(
+            "retrying",
+            key=key,
+            attempt=state.attempt_number,
+            error=str(exc),
+            status=getattr(exc, "status", None),
+            wait_s=round(state.next_action.sleep if state.next_action else 0, 3),
+        )
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientEngageError),
@@ -229,5 +251,3 @@ def retry_policy(
         before_sleep=before_sleep,
         reraise=True,
     )
-
-

@@ -11,12 +11,25 @@ import structlog
 Format = Literal["auto", "json", "console"]
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (it is replaced under test runners)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(level: str = "info", fmt: Format = "auto", stream: TextIO | None = None) -> None:
     """Send structlog events to ``stream`` (stderr) as JSON lines or console lines."""
-    stream = stream or sys.stderr
-    console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    out: TextIO = stream or _Stderr()  # type: ignore[assignment]
+    console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if console
         else structlog.processors.JSONRenderer()
     )
@@ -28,6 +41,6 @@ def configure(level: str = "info", fmt: Format = "auto", stream: TextIO | None =
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

@@ -26,8 +26,11 @@ from pipeline.load import SOURCE_ROW
 
 log = structlog.get_logger("pipeline.post")
 OUTCOME_SCHEMA = {
-    SOURCE_ROW: pl.Int64, "accepted": pl.Boolean, "stage": pl.String,
-    "reason": pl.String, "idempotencyKey": pl.String,
+    SOURCE_ROW: pl.Int64,
+    "accepted": pl.Boolean,
+    "stage": pl.String,
+    "reason": pl.String,
+    "idempotencyKey": pl.String,
 }
 
 
@@ -48,14 +51,18 @@ class _Ledger:
     requests: int = 0
     unmatched: int = 0
 
-    def settle(self, rows: pl.DataFrame, key: str | None, stage: str | None, reason: str | None) -> None:
-        self.parts.append(rows.select(
-            pl.col(SOURCE_ROW),
-            pl.lit(stage is None).alias("accepted"),
-            pl.lit(stage, pl.String).alias("stage"),
-            pl.lit(reason, pl.String).alias("reason"),
-            pl.lit(key, pl.String).alias("idempotencyKey"),
-        ))
+    def settle(
+        self, rows: pl.DataFrame, key: str | None, stage: str | None, reason: str | None
+    ) -> None:
+        self.parts.append(
+            rows.select(
+                pl.col(SOURCE_ROW),
+                pl.lit(stage is None).alias("accepted"),
+                pl.lit(stage, pl.String).alias("stage"),
+                pl.lit(reason, pl.String).alias("reason"),
+                pl.lit(key, pl.String).alias("idempotencyKey"),
+            )
+        )
 
     def frame(self) -> pl.DataFrame:
         return pl.concat(self.parts) if self.parts else pl.DataFrame(schema=OUTCOME_SCHEMA)
@@ -100,14 +107,24 @@ def _send(batch: Batch, client: EngageClient, ledger: _Ledger) -> None:
     ledger.settle(accepted, batch.key, None, None)
     for reason, group in refused.group_by("reason", maintain_order=True):
         ledger.settle(group, batch.key, "server", str(reason[0]))
-    bound.info("batch posted", status=result.status, attempts=result.attempts,
-               latency_s=_since(started), accepted=accepted.height, not_accepted=refused.height)
+    bound.info(
+        "batch posted",
+        status=result.status,
+        attempts=result.attempts,
+        latency_s=_since(started),
+        accepted=accepted.height,
+        not_accepted=refused.height,
+    )
 
 
 def _split(batch: Batch, exc: BatchRejectedError, client: EngageClient, ledger: _Ledger) -> None:
     if batch.rows.height == 1:
-        ledger.settle(batch.rows, batch.key, "batch",
-                      f"Engage refused it: {exc.status} {_squash(exc.body)}".strip())
+        ledger.settle(
+            batch.rows,
+            batch.key,
+            "batch",
+            f"Engage refused it: {exc.status} {_squash(exc.body)}".strip(),
+        )
         return
     for half in batch.halves():
         _send(half, client, ledger)
@@ -118,8 +135,10 @@ def _settle_in_doubt(ledger: _Ledger, batch: Batch, exc: EngageError) -> None:
     done = pl.concat([p.select(SOURCE_ROW) for p in ledger.parts]) if ledger.parts else None
     rows = batch.rows if done is None else batch.rows.join(done, on=SOURCE_ROW, how="anti")
     if isinstance(exc, TransientEngageError):
-        reason = (f"outcome unknown ({exc}); re-run the same input to settle it: the same key "
-                  "is sent again and Engage applies it at most once")
+        reason = (
+            f"outcome unknown ({exc}); re-run the same input to settle it: the same key "
+            "is sent again and Engage applies it at most once"
+        )
     else:
         reason = f"not applied: {exc}"
     ledger.settle(rows, batch.key, "batch", reason)
@@ -145,8 +164,9 @@ def match_not_accepted(rows: pl.DataFrame, result: PostResult) -> pl.DataFrame:
     """``sourceRow, reason`` for each input row a ``notAccepted`` entry stands for."""
     if not result.not_accepted:
         return pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "reason": pl.String})
-    sent = rows.select(SOURCE_ROW, "contactId", "amount", "definitionId", "source",
-                       "description").to_dicts()
+    sent = rows.select(
+        SOURCE_ROW, "contactId", "amount", "definitionId", "source", "description"
+    ).to_dicts()
     taken: set[int] = set()
     found: list[tuple[int, str]] = []
     for echoed in result.not_accepted:
@@ -159,8 +179,12 @@ def match_not_accepted(rows: pl.DataFrame, result: PostResult) -> pl.DataFrame:
 
 def _best_match(echoed: dict[str, Any], sent: list[dict[str, Any]], taken: set[int]) -> int | None:
     """The first untaken row equal on every field compared, trying looser tiers in turn."""
-    tiers = (("contactid", "definitionid", "amount", "source", "description"),
-             ("contactid", "definitionid", "amount"), ("contactid", "definitionid"), ("contactid",))
+    tiers = (
+        ("contactid", "definitionid", "amount", "source", "description"),
+        ("contactid", "definitionid", "amount"),
+        ("contactid", "definitionid"),
+        ("contactid",),
+    )
     for tier in tiers:
         want = tuple(_norm(f, echoed.get(f)) for f in tier)
         for i, row in enumerate(sent):
@@ -169,8 +193,13 @@ def _best_match(echoed: dict[str, Any], sent: list[dict[str, Any]], taken: set[i
     return None
 
 
-_API = {"contactid": "contactId", "definitionid": "definitionId", "amount": "amount",
-        "source": "source", "description": "description"}
+_API = {
+    "contactid": "contactId",
+    "definitionid": "definitionId",
+    "amount": "amount",
+    "source": "source",
+    "description": "description",
+}
 
 
 def _lower_keys(row: dict[str, Any]) -> dict[str, Any]:

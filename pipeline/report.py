@@ -25,22 +25,35 @@ STAGES = ("validation", "server", "batch", "unsent")
 
 def rejects(raw: pl.DataFrame, invalid: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
     """Every row not accepted, with the values it had in the input, in input order."""
-    refused = pl.concat([
-        invalid.select(SOURCE_ROW, pl.lit("validation").alias("stage"), "reason",
-                       pl.lit(None, pl.String).alias("idempotencyKey")),
-        outcomes.filter(~pl.col("accepted")).select(SOURCE_ROW, "stage", "reason", "idempotencyKey"),
-    ])
-    return (refused.join(raw.select(SOURCE_ROW, *FIELDS), on=SOURCE_ROW, how="left")
-            .sort(SOURCE_ROW).select(REJECT_COLUMNS))
+    refused = pl.concat(
+        [
+            invalid.select(
+                SOURCE_ROW,
+                pl.lit("validation").alias("stage"),
+                "reason",
+                pl.lit(None, pl.String).alias("idempotencyKey"),
+            ),
+            outcomes.filter(~pl.col("accepted")).select(
+                SOURCE_ROW, "stage", "reason", "idempotencyKey"
+            ),
+        ]
+    )
+    return (
+        refused.join(raw.select(SOURCE_ROW, *FIELDS), on=SOURCE_ROW, how="left")
+        .sort(SOURCE_ROW)
+        .select(REJECT_COLUMNS)
+    )
 
 
 def points_by_definition(valid: pl.DataFrame, outcomes: pl.DataFrame) -> dict[str, int | float]:
     """Accepted points per definitionId, summed exactly."""
     accepted = outcomes.filter(pl.col("accepted")).select(SOURCE_ROW)
-    totals = (valid.join(accepted, on=SOURCE_ROW, how="semi")
-              .group_by("definitionId")
-              .agg(pl.col("amount").cast(pl.Decimal(38, 15)).sum())
-              .sort("definitionId"))
+    totals = (
+        valid.join(accepted, on=SOURCE_ROW, how="semi")
+        .group_by("definitionId")
+        .agg(pl.col("amount").cast(pl.Decimal(38, 15)).sum())
+        .sort("definitionId")
+    )
     return {str(d): _number(Decimal(str(a))) for d, a in totals.iter_rows()}
 
 
@@ -67,12 +80,19 @@ def render(summary: dict[str, Any], stream: TextIO) -> None:
     """The summary as a table, for a person (stderr)."""
     table = Table(title=f"points-import {summary['status']}", show_header=False)
     for label, key in (
-        ("import", "import_id"), ("input", "input"), ("rows read", "rows_read"),
-        ("rows valid", "rows_valid"), ("rows invalid", "rows_invalid"),
-        ("rows sent", "rows_sent"), ("rows accepted", "rows_accepted"),
-        ("rows rejected", "rows_rejected"), ("batches", "batches_total"),
-        ("batches sent", "batches_sent"), ("duration (s)", "duration_s"),
-        ("rejects report", "rejects_path"), ("exit code", "exit_code"),
+        ("import", "import_id"),
+        ("input", "input"),
+        ("rows read", "rows_read"),
+        ("rows valid", "rows_valid"),
+        ("rows invalid", "rows_invalid"),
+        ("rows sent", "rows_sent"),
+        ("rows accepted", "rows_accepted"),
+        ("rows rejected", "rows_rejected"),
+        ("batches", "batches_total"),
+        ("batches sent", "batches_sent"),
+        ("duration (s)", "duration_s"),
+        ("rejects report", "rejects_path"),
+        ("exit code", "exit_code"),
     ):
         table.add_row(label, str(summary.get(key, "")))
     for stage, count in summary.get("rejected_by_stage", {}).items():

@@ -64,17 +64,21 @@ def run(
     known = _definitions(client, cfg) if loaded.frame.height else None
     validated = validate(loaded.frame, _rules(settings, known))
     log.info("validated", valid=validated.valid.height, invalid=validated.invalid.height)
-    batches = list(chunking.chunk(validated.valid, settings.batch_size or cfg.batching.batch_size,
-                                  import_id))
+    batches = list(
+        chunking.chunk(validated.valid, settings.batch_size or cfg.batching.batch_size, import_id)
+    )
     if settings.dry_run or client is None:
         posted = Posted(pl.DataFrame(schema=OUTCOME_SCHEMA))
     else:
         posted = post(batches, client, should_stop)
     rejects = report.rejects(loaded.frame, validated.invalid, posted.outcomes)
-    summary = _summary(settings, import_id, loaded.sha256, loaded.frame.height, validated,
-                       batches, posted, rejects)
-    summary.update(started_at=started.isoformat(timespec="seconds"),
-                   duration_s=round(time.perf_counter() - clock, 3))
+    summary = _summary(
+        settings, import_id, loaded.sha256, loaded.frame.height, validated, batches, posted, rejects
+    )
+    summary.update(
+        started_at=started.isoformat(timespec="seconds"),
+        duration_s=round(time.perf_counter() - clock, 3),
+    )
     return RunReport(summary, rejects, _message(summary), posted.aborted)
 
 
@@ -88,22 +92,38 @@ def _definitions(client: EngageClient | None, cfg: Config) -> frozenset[int] | N
 
 def _rules(settings: RunSettings, known: frozenset[int] | None) -> Rules:
     v = settings.config.validation
-    return Rules(timezone=settings.timezone, allow_duplicates=v.allow_duplicates,
-                 max_source_length=v.max_source_length,
-                 max_description_length=v.max_description_length, definition_ids=known)
+    return Rules(
+        timezone=settings.timezone,
+        allow_duplicates=v.allow_duplicates,
+        max_source_length=v.max_source_length,
+        max_description_length=v.max_description_length,
+        definition_ids=known,
+    )
 
 
 def _summary(
-    settings: RunSettings, import_id: str, sha256: str, read: int, validated: Validated,
-    batches: list[chunking.Batch], posted: Posted, rejects: pl.DataFrame,
+    settings: RunSettings,
+    import_id: str,
+    sha256: str,
+    read: int,
+    validated: Validated,
+    batches: list[chunking.Batch],
+    posted: Posted,
+    rejects: pl.DataFrame,
 ) -> dict[str, Any]:
     outcomes = posted.outcomes
     accepted = int(outcomes["accepted"].sum()) if outcomes.height else 0
     by_stage = {s: int((rejects["stage"] == s).sum()) for s in report.STAGES}
-    settled = validated.valid.height + validated.invalid.height if settings.dry_run else accepted + rejects.height
+    settled = (
+        validated.valid.height + validated.invalid.height
+        if settings.dry_run
+        else accepted + rejects.height
+    )
     if settled != read:
-        raise PipelineError(f"row count check failed: read {read}, settled {settled}; "
-                            "this is a bug, please report it with the input's shape")
+        raise PipelineError(
+            f"row count check failed: read {read}, settled {settled}; "
+            "this is a bug, please report it with the input's shape"
+        )
     if posted.aborted is not None:
         code, status = EXIT_ABORTED, "aborted"
     else:
@@ -126,8 +146,9 @@ def _summary(
         "batches_sent": posted.batches_sent,
         "requests": posted.requests,
         "not_accepted_unmatched": posted.unmatched,
-        "points_by_definition": report.points_by_definition(
-            validated.valid, outcomes) if outcomes.height else {},
+        "points_by_definition": report.points_by_definition(validated.valid, outcomes)
+        if outcomes.height
+        else {},
         "rejects_path": str(settings.rejects_path) if settings.rejects_path else None,
         "error": str(posted.aborted) if posted.aborted else None,
         "exit_code": code,
@@ -140,8 +161,11 @@ def _message(summary: dict[str, Any]) -> str:
     if summary["status"] == "aborted":
         return f"aborted: {summary['error']}"
     if summary["dry_run"]:
-        return (f"dry run: {summary['rows_valid']} rows would be sent in "
-                f"{summary['batches_total']} batches; {summary['rows_invalid']} rows rejected")
-    return (f"{summary['rows_accepted']} of {summary['rows_read']} rows accepted; "
-            f"{summary['rows_rejected']} rejected")
-
+        return (
+            f"dry run: {summary['rows_valid']} rows would be sent in "
+            f"{summary['batches_total']} batches; {summary['rows_invalid']} rows rejected"
+        )
+    return (
+        f"{summary['rows_accepted']} of {summary['rows_read']} rows accepted; "
+        f"{summary['rows_rejected']} rejected"
+    )

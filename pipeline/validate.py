@@ -18,11 +18,15 @@ from pipeline.engage import FIELDS
 from pipeline.load import LOAD_ERROR, SOURCE_ROW
 
 REASON = "reason"
+MALFORMED = "the row is malformed"  # stands for the row's _loadError
 DATE_FIELDS = ("timeStamp", "validFrom", "validTo")
 GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-DECIMAL = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
-WHOLE = r"^\+?\d{1,18}(\.0*)?$"
-CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+# [0-9], not \d: polars' \d also matches other scripts' digits, which no parser downstream reads
+DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
+WHOLE = r"^\+?[0-9]{1,18}(\.0*)?$"
+ISO_8601 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+            r"([T ][0-9]{2}:[0-9]{2}(:[0-5][0-9](\.[0-9]+)?)?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$")
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 and C1, but tab, LF and CR
 MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly
 DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
 OUT_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
@@ -60,7 +64,7 @@ def validate(frame: pl.DataFrame, rules: Rules) -> Validated:
 def _prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """Parse each text field once, into helper columns ``_<field>`` the checks read."""
     return frame.with_columns(
-        pl.col("contactId").str.strip_chars().str.strip_chars("{}").str.to_lowercase()
+        pl.col("contactId").str.strip_chars().str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase()
         .alias("_contactId"),
         _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
         _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
@@ -94,6 +98,7 @@ def _whole_number(s: pl.Expr) -> pl.Expr:
 
 def _instant(s: pl.Expr, tz: str) -> pl.Expr:
     """An ISO 8601 date or date-time as an instant in ``tz``; null when it isn't one."""
+    iso = s.str.contains(ISO_8601)
     s = (s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
          .str.replace(r"[zZ]$", "+00:00").str.replace(r"(T.*[+-]\d{2})$", "${1}:00"))
     aware = pl.coalesce(
@@ -105,7 +110,8 @@ def _instant(s: pl.Expr, tz: str) -> pl.Expr:
         s.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
         s.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
     ).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    return pl.when(s.str.contains(r"T.*[+-]\d{2}:?\d{2}$")).then(aware).otherwise(naive)
+    return (pl.when(~iso).then(None)
+            .when(s.str.contains(r"T.*[+-]\d{2}:?\d{2}$")).then(aware).otherwise(naive))
 
 
 def _blank(field: str) -> pl.Expr:
@@ -176,7 +182,7 @@ def _schema(rules: Rules) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {name: pa.Column(pl.String, checks=checks, nullable=True) for name, checks in columns.items()},
         checks=[_check(window, "validTo must be after validFrom"),
-                _check(pl.col(LOAD_ERROR).is_null(), "the row is malformed")],
+                _check(pl.col(LOAD_ERROR).is_null(), MALFORMED)],
     )
 
 
@@ -196,14 +202,15 @@ def _reasons_from(cases: pl.DataFrame, prepared: pl.DataFrame) -> pl.DataFrame:
         cases.filter(pl.col("index").is_not_null())
         .select(
             pl.col("index").cast(pl.UInt32).alias("_i"),
-            pl.col("column").replace_strict(order, default=len(order)).fill_null(len(order))
-            .alias("_rank"),
+            pl.when(pl.col("check") == MALFORMED).then(-1)  # the cause of the others: first
+            .otherwise(pl.col("column").replace_strict(order, default=len(order)))
+            .fill_null(len(order)).alias("_rank"),
             pl.col("check_number").fill_null(0).alias("_n"),
             pl.col("check").alias(REASON),
         )
         .join(load_errors, on="_i", how="left")
         .with_columns(
-            pl.when(pl.col(REASON) == "the row is malformed")
+            pl.when(pl.col(REASON) == MALFORMED)
             .then(pl.col("_loadReason")).otherwise(pl.col(REASON)).alias(REASON)
         )
         .unique(["_i", REASON])

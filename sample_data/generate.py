@@ -14,8 +14,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROWS = 4000
-HEADER = ["contactId", "amount", "definitionId", "timeStamp", "source", "description",
-          "validFrom", "validTo"]
+HEADER = [
+    "contactId",
+    "amount",
+    "definitionId",
+    "timeStamp",
+    "source",
+    "description",
+    "validFrom",
+    "validTo",
+]
 STORES = ["Store 012 Stockholm", "Store 044 Göteborg", "Store 101 Malmö", "Webshop"]
 
 
@@ -29,11 +37,22 @@ def good_row(rng: random.Random, i: int) -> list[str]:
     definition = rng.choice([1, 1, 1, 2, 2, 3])
     amount = rng.choice([str(rng.randint(1, 500)), f"{rng.randint(1, 200)}.5", "-50"])
     receipt = f"receipt {100000 + i}"
-    description = {1: f"Purchase, {receipt}", 2: f'Bonus "double points" week, {receipt}',
-                   3: f"Campaign NOV26, {receipt}"}[definition]
+    description = {
+        1: f"Purchase, {receipt}",
+        2: f'Bonus "double points" week, {receipt}',
+        3: f"Campaign NOV26, {receipt}",
+    }[definition]
     valid_to = "2027-12-31" if definition != 3 else "2026-12-31T23:59:59+01:00"
-    return [contact(rng.randint(1, 500)), amount, str(definition), when.isoformat(), store,
-            description, "", valid_to]
+    return [
+        contact(rng.randint(1, 500)),
+        amount,
+        str(definition),
+        when.isoformat(),
+        store,
+        description,
+        "",
+        valid_to,
+    ]
 
 
 def bad_rows(rng: random.Random) -> list[tuple[list[str], str]]:
@@ -50,16 +69,25 @@ def bad_rows(rng: random.Random) -> list[tuple[list[str], str]]:
     kinds: list[tuple[list[str], str]] = []
     kinds += [(variant(contactId=v), "contactId not a GUID") for v in ("12345", "not-a-guid", "")]
     kinds += [(variant(amount=v), "amount not a number") for v in ("", "12,5", "ten")]
-    kinds += [(variant(definitionId=v), "definitionId not a positive whole number")
-              for v in ("abc", "0", "-2")]
+    kinds += [
+        (variant(definitionId=v), "definitionId not a positive whole number")
+        for v in ("abc", "0", "-2")
+    ]
     kinds += [(variant(definitionId="9"), "definitionId unknown to the tenant") for _ in range(2)]
     kinds += [(variant(source=v), "source blank") for v in ("", "   ")]
     kinds += [(variant(description=""), "description missing") for _ in range(2)]
     kinds += [(variant(timeStamp=v), "timeStamp not ISO 8601") for v in ("31/12/2026", "yesterday")]
-    kinds += [(variant(validFrom="2027-06-01", validTo="2027-01-01"), "validTo before validFrom")
-              for _ in range(2)]
-    kinds += [(variant(contactId=str(uuid.UUID(int=rng.getrandbits(128)))),
-               "contact unknown to Engage (refused by the server)") for _ in range(4)]
+    kinds += [
+        (variant(validFrom="2027-06-01", validTo="2027-01-01"), "validTo before validFrom")
+        for _ in range(2)
+    ]
+    kinds += [
+        (
+            variant(contactId=str(uuid.UUID(int=rng.getrandbits(128)))),
+            "contact unknown to Engage (refused by the server)",
+        )
+        for _ in range(4)
+    ]
     return kinds
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-csv.field_size_limit(2**31 - 1)  # the rejects of a 10 MB field hold it
-
 from pipeline.cli import cli
 from pipeline.simulator import SimulatorConfig, SimulatorServer
+
+csv.field_size_limit(2**31 - 1)  # the rejects of a 10 MB field hold it
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "transactions.csv"
@@ -66,8 +66,9 @@ def run_cli(
     monkeypatch.delenv("ENGAGE_BASE_URL", raising=False)
     monkeypatch.delenv("ENGAGE_API_KEY", raising=False)
 
-    def run(*args: str, sim: SimulatorServer | None = None, key: str = "sim-key",
-            config: str = "") -> Result:
+    def run(
+        *args: str, sim: SimulatorServer | None = None, key: str = "sim-key", config: str = ""
+    ) -> Result:
         argv = list(args)
         if sim is not None:
             monkeypatch.setenv("ENGAGE_BASE_URL", sim.url)
@@ -76,7 +77,7 @@ def run_cli(
             path = tmp_path / "test-config.toml"
             path.write_text(config)
             command = next(i for i, a in enumerate(argv) if not a.startswith("-"))
-            argv[command + 1:command + 1] = ["--config", str(path)]
+            argv[command + 1 : command + 1] = ["--config", str(path)]
         code = cli(argv)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err, tmp_path)
@@ -90,8 +91,16 @@ def stored(sim: SimulatorServer) -> list[dict[str, Any]]:
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    header = ["contactId", "amount", "definitionId", "timeStamp", "source", "description",
-              "validFrom", "validTo"]
+    header = [
+        "contactId",
+        "amount",
+        "definitionId",
+        "timeStamp",
+        "source",
+        "description",
+        "validFrom",
+        "validTo",
+    ]
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         writer.writeheader()

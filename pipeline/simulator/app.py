@@ -12,7 +12,9 @@ Idempotency-Key, so a concurrent repeat can see the 409.
    ``Retry-After``;
 2. ``Content-Type`` not ``application/json``: 415. Real Engage answers 500 here; 415 lets tests
    tell a missing header from a server error;
-3. a body that is not a JSON array of objects, or has more than ``max_rows`` rows: 400;
+3. a body that is not a JSON array of objects, has more than ``max_rows`` rows, or a row whose
+   description is longer than ``max_description_length``: 400 (nothing applied; this models
+   a batch Engage refuses whole, so a client's batch splitting can be tested);
 4. ``Idempotency-Key``: blank 400; its first request still in progress 409; a stored outcome
    younger than the window is replayed byte for byte if the body (sha256 of the raw bytes) is
    the same, else 422. Only 2xx outcomes are stored;
@@ -194,6 +196,7 @@ def _checked(sim: Simulator, request: Request, body: bytes) -> Response | _Batch
         raise HTTPException(415, "Content-Type must be application/json")
     rows = _rows(body, sim.config.max_rows)
     request.state.rows = len(rows)
+    _check_descriptions(rows, sim.config.max_description_length)
     batch = _Batch(rows, _idempotency_key(request), hashlib.sha256(body).hexdigest())
     replay = _replay(sim, batch)
     if replay is not None:
@@ -223,6 +226,13 @@ def _rows(body: bytes, max_rows: int) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise HTTPException(400, f"row {index} is not a JSON object")
     return parsed
+
+
+def _check_descriptions(rows: list[dict[str, Any]], limit: int | None) -> None:
+    for index, row in enumerate(rows):
+        description = row.get("description")
+        if limit is not None and isinstance(description, str) and len(description) > limit:
+            raise HTTPException(400, f"row {index}: description is longer than {limit} characters")
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -80,6 +80,9 @@ class SimulatorConfig(BaseModel):
     auto_create_contacts: bool = Field(False, description="every well-formed GUID is a contact")
     idempotency_window_seconds: float = Field(86400, ge=0)
     max_rows: int = Field(1000, ge=1, description="rows allowed in one POST")
+    max_description_length: int | None = Field(
+        None, ge=1, description="a longer description makes the whole POST a 400 (None = no limit)"
+    )
     rate_limit_rps: float | None = Field(None, ge=1, description="requests per 1-second window")
     faults: FaultConfig = Field(default_factory=FaultConfig)
 

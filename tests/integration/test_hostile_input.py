@@ -23,17 +23,20 @@ def _posts(sim) -> int:
         ("empty.csv", b"", "is empty"),
         ("blank.csv", b"\n\n  \n", "is empty"),
         ("nocolumn.csv", b"contactId,amount,source,description\n", "no column 'definitionId'"),
-        ("semicolons.csv", HEADER.replace(",", ";").encode() + GOOD.replace(",", ";").encode(),
-         None),
-        ("latin1.csv", (HEADER + GOOD).encode() + "Malmö,1,1,s,d\n".encode("latin-1"),
-         "not UTF-8"),
+        (
+            "semicolons.csv",
+            HEADER.replace(",", ";").encode() + GOOD.replace(",", ";").encode(),
+            None,
+        ),
+        ("latin1.csv", (HEADER + GOOD).encode() + "Malmö,1,1,s,d\n".encode("latin-1"), "not UTF-8"),
         ("garbage.csv", os.urandom(4096).replace(b"\x00", b"\x01") + b"\x00\xff", "binary"),
         ("garbage.parquet", b"PAR1" + b"\x13" * 300, "not a readable Parquet"),
         ("broken.csv.gz", gzip.compress((HEADER + GOOD).encode())[:30], "broken gzip"),
     ],
 )
-def test_unreadable_files_exit_2_and_send_nothing(simulator, run_cli, tmp_path, name, content,
-                                                  says):
+def test_unreadable_files_exit_2_and_send_nothing(
+    simulator, run_cli, tmp_path, name, content, says
+):
     """Each unreadable file: exit 2, one line naming the problem, not a single POST."""
     sim = simulator()
     (tmp_path / name).write_bytes(content)

@@ -14,8 +14,13 @@ DEMO_TZ = '[input]\ntimezone = "Europe/Stockholm"\n'
 
 
 def _content(row: dict[str, object]) -> tuple[str, Decimal, int, str, str]:
-    return (str(row["contactId"]).lower(), Decimal(str(row["amount"])),
-            int(str(row["definitionId"])), str(row["source"]), str(row["description"]))
+    return (
+        str(row["contactId"]).lower(),
+        Decimal(str(row["amount"])),
+        int(str(row["definitionId"])),
+        str(row["source"]),
+        str(row["description"]),
+    )
 
 
 def _input_rows(path: Path) -> dict[int, dict[str, str]]:
@@ -26,8 +31,9 @@ def _input_rows(path: Path) -> dict[int, dict[str, str]]:
 def test_sample_imports_every_valid_row_once_and_reports_the_bad_ones(simulator, run_cli):
     """The sample: exit 3, each accepted row stored exactly once, the rejects are the rest."""
     sim = simulator()
-    result = run_cli("run", str(SAMPLE), "--summary", "summary.json", sim=sim,
-                     config=DEMO_TZ + FAST_RETRY)
+    result = run_cli(
+        "run", str(SAMPLE), "--summary", "summary.json", sim=sim, config=DEMO_TZ + FAST_RETRY
+    )
     assert result.code == 3, result.err
     summary = result.summary()
     rejects = result.rejects("transactions.rejects.csv")
@@ -59,9 +65,20 @@ def test_fixed_rejects_import_and_nothing_else_twice(simulator, run_cli, tmp_pat
     before = len(stored(sim))
     with (tmp_path / "transactions.rejects.csv").open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    fixed = [{**r, "contactId": contact_id(7), "amount": "10", "definitionId": "1",
-              "source": "Store 012", "description": f"fixed row {r['sourceRow']}",
-              "timeStamp": "", "validFrom": "", "validTo": "2027-12-31"} for r in rows]
+    fixed = [
+        {
+            **r,
+            "contactId": contact_id(7),
+            "amount": "10",
+            "definitionId": "1",
+            "source": "Store 012",
+            "description": f"fixed row {r['sourceRow']}",
+            "timeStamp": "",
+            "validFrom": "",
+            "validTo": "2027-12-31",
+        }
+        for r in rows
+    ]
     with (tmp_path / "fixed.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -74,11 +91,23 @@ def test_fixed_rejects_import_and_nothing_else_twice(simulator, run_cli, tmp_pat
 
 def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):
     """30 % failing requests and 10 % apply-then-fail: every valid row lands exactly once."""
-    faults = {"error_rates": {500: 0.1, 502: 0.08, 503: 0.06, 429: 0.06},
-              "apply_then_fail_rate": 0.1, "retry_after_seconds": 0.01, "seed": 11}
+    faults = {
+        "error_rates": {500: 0.1, 502: 0.08, 503: 0.06, 429: 0.06},
+        "apply_then_fail_rate": 0.1,
+        "retry_after_seconds": 0.01,
+        "seed": 11,
+    }
     sim = simulator(faults=faults)
-    result = run_cli("run", str(SAMPLE), "--batch-size", "100", "--summary", "summary.json",
-                     sim=sim, config=DEMO_TZ + FAST_RETRY)
+    result = run_cli(
+        "run",
+        str(SAMPLE),
+        "--batch-size",
+        "100",
+        "--summary",
+        "summary.json",
+        sim=sim,
+        config=DEMO_TZ + FAST_RETRY,
+    )
     assert result.code == 3, result.err
     assert result.summary()["rows_accepted"] == 4000
     counts = Counter(_content(t) for t in stored(sim))
@@ -90,8 +119,16 @@ def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):
 def test_a_refused_batch_is_split_until_the_bad_row_is_found(simulator, run_cli, tmp_path):
     """A 400 for a batch with one bad row: only that row is rejected, the rest stored once."""
     sim = simulator(max_description_length=100)
-    rows = [{"contactId": contact_id(i % 50 + 1), "amount": str(i), "definitionId": "1",
-             "source": "POS", "description": f"row {i}"} for i in range(1, 201)]
+    rows = [
+        {
+            "contactId": contact_id(i % 50 + 1),
+            "amount": str(i),
+            "definitionId": "1",
+            "source": "POS",
+            "description": f"row {i}",
+        }
+        for i in range(1, 201)
+    ]
     rows[136]["description"] = "x" * 150
     write_csv(tmp_path / "in.csv", rows)
     result = run_cli("run", "in.csv", sim=sim, config=FAST_RETRY)
@@ -105,8 +142,18 @@ def test_a_refused_batch_is_split_until_the_bad_row_is_found(simulator, run_cli,
 def test_a_refused_key_aborts_with_exit_1(simulator, run_cli, tmp_path):
     """A wrong API key: exit 1, one clear line, nothing stored."""
     sim = simulator()
-    write_csv(tmp_path / "in.csv", [{"contactId": contact_id(1), "amount": "5",
-                                     "definitionId": "1", "source": "s", "description": "d"}])
+    write_csv(
+        tmp_path / "in.csv",
+        [
+            {
+                "contactId": contact_id(1),
+                "amount": "5",
+                "definitionId": "1",
+                "source": "s",
+                "description": "d",
+            }
+        ],
+    )
     result = run_cli("run", "in.csv", sim=sim, key="wrong-key")
     assert result.code == 1
     assert "refused the API key (401)" in result.err

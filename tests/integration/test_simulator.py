@@ -116,6 +116,15 @@ def test_more_rows_than_allowed_is_400(start: Callable[..., Sim]) -> None:
     assert small.post([row()] * 2).status_code == 202
 
 
+def test_too_long_description_refuses_the_whole_batch(start: Callable[..., Sim]) -> None:
+    """With max_description_length, one over-long description makes the POST a 400."""
+    sim = start(max_description_length=5)
+    response = sim.post([row(description="short"), row(description="longer")])
+    assert response.json() == {"message": "row 1: description is longer than 5 characters"}
+    assert response.status_code == 400 and sim.stored() == []
+    assert sim.post([row(description="short")]).status_code == 202
+
+
 def test_body_not_an_array_of_objects_is_400(sim: Sim) -> None:
     """Malformed JSON, NaN, or anything but an array of objects gets 400 with a message."""
     for body in (b"{}", b"not json", b"[1]", b'[{"amount": NaN}]', b"", b'"rows"'):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -31,12 +32,18 @@ def valid_rows(n: int, **overrides: object) -> pl.DataFrame:
         "validTo": ["2027-01-01T00:00:00+01:00"] * n,
     }
     data.update(overrides)  # type: ignore[arg-type]
-    return pl.DataFrame(data, schema_overrides={"definitionId": pl.Int64, "timeStamp": pl.String,
-                                                "validFrom": pl.String})
+    return pl.DataFrame(
+        data,
+        schema_overrides={"definitionId": pl.Int64, "timeStamp": pl.String, "validFrom": pl.String},
+    )
 
 
 def keys(frame: pl.DataFrame, size: int = 1000, import_id: str = "night-1") -> list[str]:
     return [b.key for b in chunk(frame, size, import_id)]
+
+
+def fingerprints(frame: pl.DataFrame) -> list[tuple[str, str]]:
+    return [(b.key, hashlib.sha256(b.body).hexdigest()) for b in chunk(frame, 1000, "night-1")]
 
 
 def test_batches_hold_at_most_size_rows_in_input_order():
@@ -60,13 +67,23 @@ def test_body_is_the_rows_as_json_with_exact_amounts_and_absent_optionals():
     body = next(chunk(frame, 10, "x")).body
     rows = json.loads(body, parse_float=Decimal)
     assert [r["amount"] for r in rows] == [Decimal("0.1"), Decimal("-12345678901.25")]
-    assert list(rows[0]) == ["contactId", "amount", "definitionId", "source", "description",
-                             "validTo"]
+    assert list(rows[0]) == [
+        "contactId",
+        "amount",
+        "definitionId",
+        "source",
+        "description",
+        "validTo",
+    ]
     assert rows[1]["definitionId"] == 2
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(min_size=1).filter(lambda s: not any(ord(c) < 32 and c not in "\t\r\n" or c == "\x7f" for c in s)))
+@given(
+    st.text(min_size=1).filter(
+        lambda s: not any((ord(c) < 32 and c not in "\t\r\n") or c == "\x7f" for c in s)
+    )
+)
 def test_any_valid_text_survives_json_encoding(text):
     """Quotes, backslashes, newlines, unicode: the body decodes to the same text."""
     body = next(chunk(valid_rows(1, description=[text], source=[text]), 10, "x")).body
@@ -77,14 +94,17 @@ def test_any_valid_text_survives_json_encoding(text):
 def test_same_input_gives_same_keys_and_bodies_in_another_process():
     """Keys and bodies are byte-identical across processes (no hash seed, no clock)."""
     code = (
-        "from tests.unit.test_chunk import valid_rows; from pipeline.chunk import chunk;"
-        "import hashlib;"
-        "print([(b.key, hashlib.sha256(b.body).hexdigest()) for b in chunk(valid_rows(2500), 1000, 'night-1')])"
+        "from tests.unit.test_chunk import fingerprints, valid_rows;"
+        "print(fingerprints(valid_rows(2500)))"
     )
-    here = [(b.key, __import__("hashlib").sha256(b.body).hexdigest())
-            for b in chunk(valid_rows(2500), 1000, "night-1")]
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, env={"PYTHONHASHSEED": "123", "PATH": ""})
+    here = fingerprints(valid_rows(2500))
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    )
     assert other.stdout.strip() == str(here)
 
 
@@ -92,16 +112,20 @@ def test_one_changed_row_changes_only_its_own_batch_key():
     """Changing row 1500 in place changes batch 2's key only."""
     before = keys(valid_rows(2500))
     changed = valid_rows(2500).with_columns(
-        pl.when(pl.col("sourceRow") == 1500).then(pl.lit("99")).otherwise(pl.col("amount"))
-        .alias("amount"))
+        pl.when(pl.col("sourceRow") == 1500)
+        .then(pl.lit("99"))
+        .otherwise(pl.col("amount"))
+        .alias("amount")
+    )
     after = keys(changed)
     assert [a == b for a, b in zip(before, after, strict=True)] == [True, False, True]
 
 
 def test_keys_differ_by_import_and_sequence():
     """The same rows in another import, or at another position, get other keys."""
-    one = keys(valid_rows(2000, amount=["1"] * 2000, description=["d"] * 2000,
-                          definitionId=[1] * 2000))
+    one = keys(
+        valid_rows(2000, amount=["1"] * 2000, description=["d"] * 2000, definitionId=[1] * 2000)
+    )
     assert one[0] != one[1]  # identical bodies, different sequence numbers
     assert keys(valid_rows(10), import_id="a") != keys(valid_rows(10), import_id="b")
 

@@ -47,8 +47,10 @@ def test_validate_needs_no_network_and_reports_invalid_rows(tmp_path, monkeypatc
     """validate: exit 3 with the bad row in the rejects, no credentials needed."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ENGAGE_BASE_URL", raising=False)
-    (tmp_path / "in.csv").write_text("contactId,amount,definitionId,source,description\n"
-                                     f"{contact_id(1)},1,1,s,d\nnot-a-guid,1,1,s,d\n")
+    (tmp_path / "in.csv").write_text(
+        "contactId,amount,definitionId,source,description\n"
+        f"{contact_id(1)},1,1,s,d\nnot-a-guid,1,1,s,d\n"
+    )
     assert cli(["validate", "in.csv", "--summary", "out/s.json"]) == 3
     summary = json.loads((tmp_path / "out" / "s.json").read_text())
     assert (summary["rows_valid"], summary["rows_invalid"]) == (1, 1)
@@ -58,10 +60,19 @@ def test_validate_needs_no_network_and_reports_invalid_rows(tmp_path, monkeypatc
 def test_the_api_key_is_never_printed_or_written(simulator, run_cli, tmp_path):
     """With a secret key, a run's output, summary and rejects never contain it."""
     sim = simulator(api_key="TopSecretKey-123")
-    (tmp_path / "in.csv").write_text("contactId,amount,definitionId,source,description\n"
-                                     f"{contact_id(1)},1,1,s,d\nbad,1,1,s,d\n")
-    result = run_cli("--debug", "run", "in.csv", "--summary", "s.json", sim=sim,
-                     key="TopSecretKey-123", config="[logging]\nlevel = 'debug'\n")
+    (tmp_path / "in.csv").write_text(
+        f"contactId,amount,definitionId,source,description\n{contact_id(1)},1,1,s,d\nbad,1,1,s,d\n"
+    )
+    result = run_cli(
+        "--debug",
+        "run",
+        "in.csv",
+        "--summary",
+        "s.json",
+        sim=sim,
+        key="TopSecretKey-123",
+        config="[logging]\nlevel = 'debug'\n",
+    )
     assert result.code == 3, result.err
     written = "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
     assert "TopSecretKey-123" not in result.out + result.err + written
@@ -71,8 +82,13 @@ def test_python_dash_m_runs_the_demo_as_a_real_process(tmp_path):
     """`python -m pipeline demo` in a subprocess: exit 0, the summary written, no traceback."""
     from tests.conftest import ROOT
 
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--output", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "demo", "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())

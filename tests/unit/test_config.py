@@ -49,8 +49,9 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_credentials_come_from_the_named_variables_and_hide_the_key():
     """The key is read from the environment and masked in repr."""
     cfg = Config().engage
-    creds = credentials_from_env(cfg, {"ENGAGE_BASE_URL": "https://t.voyado.com/",
-                                       "ENGAGE_API_KEY": "s3cret"})
+    creds = credentials_from_env(
+        cfg, {"ENGAGE_BASE_URL": "https://t.voyado.com/", "ENGAGE_API_KEY": "s3cret"}
+    )
     assert creds.base_url == "https://t.voyado.com"
     assert creds.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(creds) and "s3cret" not in str(creds)
@@ -63,8 +64,9 @@ def test_missing_credentials_say_which_variable(env):
         credentials_from_env(Config().engage, env)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9",
-                                 "https://t.voyado.com"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "https://t.voyado.com"]
+)
 def test_https_or_loopback_is_allowed(url):
     """HTTPS anywhere, plain HTTP on loopback only."""
     check_base_url(url)

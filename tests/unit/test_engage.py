@@ -16,11 +16,15 @@ OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missi
 
 
 def client(handler: Handler, sleeps: list[float] | None = None, attempts: int = 4) -> EngageClient:
-    http = httpx.Client(base_url="https://tenant.example", transport=httpx.MockTransport(handler),
-                        headers={"apikey": "k", "User-Agent": USER_AGENT})
+    http = httpx.Client(
+        base_url="https://tenant.example",
+        transport=httpx.MockTransport(handler),
+        headers={"apikey": "k", "User-Agent": USER_AGENT},
+    )
     waits = sleeps if sleeps is not None else []
-    return EngageClient(http, RetryConfig(max_attempts=attempts, initial_wait=0.5, max_wait=2),
-                        sleep=waits.append)
+    return EngageClient(
+        http, RetryConfig(max_attempts=attempts, initial_wait=0.5, max_wait=2), sleep=waits.append
+    )
 
 
 def answers(*responses: httpx.Response | Exception) -> tuple[Handler, list[httpx.Request]]:
@@ -55,8 +59,13 @@ def test_post_sends_the_documented_headers_and_body():
 @pytest.mark.parametrize("status", [200, 202])
 def test_200_and_202_are_accepted_with_their_lists(status):
     """Both success codes are read, with the notAccepted rows and missing ids."""
-    body = {**OK, "notAccepted": [{"contactId": "c"}], "missingContactIds": ["c"],
-            "missingDefinitionIds": [7], "errorMessages": ["bad"]}
+    body = {
+        **OK,
+        "notAccepted": [{"contactId": "c"}],
+        "missingContactIds": ["c"],
+        "missingDefinitionIds": [7],
+        "errorMessages": ["bad"],
+    }
     handle, _ = answers(httpx.Response(status, json=body))
     result = client(handle).post_transactions(b"[]", "k")
     assert result.not_accepted == [{"contactId": "c"}]
@@ -66,9 +75,13 @@ def test_200_and_202_are_accepted_with_their_lists(status):
 
 def test_transient_failures_are_retried_under_the_same_key():
     """Connection error, 503, 409 and a timeout, then 202: four retries, one key."""
-    handle, seen = answers(httpx.ConnectError("refused"), httpx.Response(503),
-                           httpx.Response(409), httpx.ReadTimeout("slow"),
-                           httpx.Response(202, json=OK))
+    handle, seen = answers(
+        httpx.ConnectError("refused"),
+        httpx.Response(503),
+        httpx.Response(409),
+        httpx.ReadTimeout("slow"),
+        httpx.Response(202, json=OK),
+    )
     sleeps: list[float] = []
     result = client(handle, sleeps, attempts=5).post_transactions(b"[1]", "same")
     assert result.attempts == 5
@@ -78,8 +91,9 @@ def test_transient_failures_are_retried_under_the_same_key():
 
 def test_retry_after_is_honoured():
     """A 429 with Retry-After: 1.5 waits at least 1.5 s before the retry."""
-    handle, _ = answers(httpx.Response(429, headers={"Retry-After": "1.5"}),
-                        httpx.Response(202, json=OK))
+    handle, _ = answers(
+        httpx.Response(429, headers={"Retry-After": "1.5"}), httpx.Response(202, json=OK)
+    )
     sleeps: list[float] = []
     client(handle, sleeps).post_transactions(b"[]", "k")
     assert sleeps and sleeps[0] >= 1.5

@@ -19,7 +19,9 @@ OTHER = "11111111-2222-3333-4444-555555555555"
 
 def engage(handler, attempts: int = 2) -> EngageClient:
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handler))
-    return EngageClient(http, RetryConfig(max_attempts=attempts, initial_wait=0), sleep=lambda s: None)
+    return EngageClient(
+        http, RetryConfig(max_attempts=attempts, initial_wait=0), sleep=lambda s: None
+    )
 
 
 def settled(posted) -> dict[int, tuple[bool, str | None]]:
@@ -29,8 +31,11 @@ def settled(posted) -> dict[int, tuple[bool, str | None]]:
 def test_a_refused_batch_is_split_down_to_the_bad_row():
     """A 400 whenever the body holds the bad row: only that row is rejected, with the status."""
     frame = valid_rows(10).with_columns(
-        pl.when(pl.col("sourceRow") == 7).then(pl.lit("poison")).otherwise("description")
-        .alias("description"))
+        pl.when(pl.col("sourceRow") == 7)
+        .then(pl.lit("poison"))
+        .otherwise("description")
+        .alias("description")
+    )
     keys: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -53,8 +58,12 @@ def test_not_accepted_rows_are_matched_by_content_with_their_reason():
     frame = valid_rows(4, contactId=[OTHER, OTHER, OTHER, OTHER], definitionId=[1, 2, 1, 9])
     rows = frame.to_dicts()
     echoed = [{**rows[3], "amount": float(rows[3]["amount"])}, rows[1]]
-    result = PostResult(202, not_accepted=echoed, missing_definition_ids=[9],
-                        error_messages=["row 1: source is required"])
+    result = PostResult(
+        202,
+        not_accepted=echoed,
+        missing_definition_ids=[9],
+        error_messages=["row 1: source is required"],
+    )
     matched = dict(match_not_accepted(frame, result).iter_rows())
     assert set(matched) == {2, 4}
     assert "point definition 9 does not exist" in matched[4]
@@ -75,8 +84,9 @@ def test_posted_rows_not_accepted_become_server_rejects():
     def handle(request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content)
         missing = [r for r in sent if r["contactId"] == OTHER]
-        return httpx.Response(202, json={**OK, "notAccepted": missing,
-                                         "missingContactIds": [OTHER]})
+        return httpx.Response(
+            202, json={**OK, "notAccepted": missing, "missingContactIds": [OTHER]}
+        )
 
     posted = post(chunk(frame, 10, "x"), engage(handle))
     assert settled(posted) == {1: (False, "server"), 2: (True, None), 3: (False, "server")}
