@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import zoneinfo
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -52,47 +52,56 @@ _summary = click.option(
 )
 
 
+_state_dir = click.option("--state-dir", type=click.Path(path_type=Path),
+                          help="Folder of the run journal [default: from config, .points-import].")
+
+
 @app.command("run")
 @_input
 @_config
-@click.option("--dry-run", is_flag=True, help="Do everything but POST.")
+@click.option("--dry-run", is_flag=True, help="Do everything but POST (no journal entry).")
 @_rejects
 @_summary
-@click.option(
-    "--import-id",
-    help="The import's identity; keys derive from it [default: the input's fingerprint].",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(1, 1000),
-    help="Rows per request, at most 1000 [default: from config, 1000].",
-)
-def run_cmd(
-    input: Path,
-    config: Path | None,
-    dry_run: bool,
-    rejects: Path | None,
-    summary: Path | None,
-    import_id: str | None,
-    batch_size: int | None,
-) -> int:
+@click.option("--import-id",
+              help="The import's identity; keys derive from it [default: the input's fingerprint].")
+@click.option("--batch-size", type=click.IntRange(1, 1000),
+              help="Rows per request, at most 1000 [default: from config, 1000].")
+@_state_dir
+@click.option("--idempotency-window", type=click.FloatRange(min=1),
+              help="Seconds a batch in doubt is re-sent under its own key; older ones are "
+                   "reconciled first [default: from config, 82800].")
+@click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
+@click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
+def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | None,
+            summary: Path | None, import_id: str | None, batch_size: int | None,
+            state_dir: Path | None, idempotency_window: float | None, force: bool,
+            yes: bool) -> int:
     """Import INPUT into Engage (ENGAGE_BASE_URL, ENGAGE_API_KEY).
 
-    INPUT is a CSV, TSV, Parquet or NDJSON file, optionally gzipped.
+    INPUT is a CSV, TSV, Parquet or NDJSON file, optionally gzipped. A run of an import that
+    stopped (crash, signal, outage) goes on where it stopped; a finished import is not sent
+    again.
     """
-    from pipeline.commands import import_file
+    from pipeline.commands import ImportOptions, import_file
 
     cfg = _setup(config)
-    return import_file(
-        cfg,
-        input,
-        rejects=rejects,
-        summary=summary,
-        import_id=import_id,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        env=dict(os.environ),
-    )
+    options = ImportOptions(rejects=rejects, summary=summary, import_id=import_id,
+                            batch_size=batch_size, dry_run=dry_run, state_dir=state_dir,
+                            idempotency_window=idempotency_window, force=force,
+                            confirm=_confirmer(yes))
+    return import_file(cfg, input, options, dict(os.environ))
+
+
+def _confirmer(yes: bool) -> Callable[[str], bool]:
+    def confirm(message: str) -> bool:
+        print(f"points-import: {message}", file=sys.stderr)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise ConfigError("--force needs --yes when not run from a terminal")
+        return click.confirm("Send again?", default=False, err=True)
+
+    return confirm
 
 
 @app.command("validate")
@@ -100,17 +109,65 @@ def run_cmd(
 @_config
 @_rejects
 @_summary
-def validate_cmd(
-    input: Path, config: Path | None, rejects: Path | None, summary: Path | None
-) -> int:
+def validate_cmd(input: Path, config: Path | None, rejects: Path | None,
+                 summary: Path | None) -> int:
     """Load and validate INPUT only, without network.
 
     The invalid rows go to the rejects report; exit 0 if every row is valid, else 3.
     """
-    from pipeline.commands import import_file
+    from pipeline.commands import ImportOptions, import_file
 
     cfg = _setup(config)
-    return import_file(cfg, input, rejects=rejects, summary=summary, dry_run=True, env=None)
+    return import_file(cfg, input, ImportOptions(rejects=rejects, summary=summary,
+                                                 dry_run=True), None)
+
+
+@app.command("status")
+@click.argument("import_id", required=False)
+@_config
+@_state_dir
+def status_cmd(import_id: str | None, config: Path | None, state_dir: Path | None) -> int:
+    """Show an import's batches by state, its counts and its last error.
+
+    Without IMPORT_ID: the most recently updated import.
+    """
+    from pipeline.status import status
+
+    cfg = _setup(config)
+    return status(_journal_dir(cfg, state_dir), import_id)
+
+
+@app.command("runs")
+@_config
+@_state_dir
+def runs_cmd(config: Path | None, state_dir: Path | None) -> int:
+    """List the imports in the journal with their outcome."""
+    from pipeline.status import runs
+
+    cfg = _setup(config)
+    return runs(_journal_dir(cfg, state_dir))
+
+
+@app.command("reconcile")
+@click.argument("import_id")
+@_config
+@_state_dir
+@click.option("--sample", type=click.IntRange(min=1),
+              help="Check this many accepted rows, drawn at random [default: all].")
+def reconcile_cmd(import_id: str, config: Path | None, state_dir: Path | None,
+                  sample: int | None) -> int:
+    """Check through Engage's GET endpoints that every accepted row of IMPORT_ID is there once.
+
+    Exit 0 when everything matches, 3 when a row is missing or doubled (listed on stderr).
+    """
+    from pipeline.status import reconcile
+
+    cfg = _setup(config)
+    return reconcile(cfg, _journal_dir(cfg, state_dir), import_id, sample, dict(os.environ))
+
+
+def _journal_dir(cfg: Config, state_dir: Path | None) -> Path:
+    return state_dir or cfg.journal.state_dir
 
 
 @app.command("simulate")
@@ -169,24 +226,6 @@ def _setup(config_path: Path | None) -> Config:
     cfg = load_config(config_path)
     logs.configure(cfg.logging.level, cfg.logging.format)
     return cfg
-
-
-def resolve_timezone(name: str) -> str:
-    """The configured IANA zone, or this machine's."""
-    if not name:
-        import tzlocal
-
-        try:
-            name = tzlocal.get_localzone_name() or "UTC"
-        except Exception:
-            name = "UTC"
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f"unknown time zone {name!r}; use an IANA name like Europe/Stockholm"
-        ) from None
-    return name
 
 
 def cli(args: list[str] | None = None) -> int:

@@ -1,54 +1,76 @@
-"""What the commands do, at the edge: resolve paths, read the environment, open the client."""
+"""What the commands do, at the edge: resolve paths, read the environment, open the client and
+the journal, catch signals, write the reports."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import httpx
 import structlog
 
 from pipeline import report
-from pipeline.cli import resolve_timezone
-from pipeline.config import Config, Credentials, credentials_from_env
+from pipeline.config import Config, Credentials, credentials_from_env, resolve_timezone
 from pipeline.engage import EngageClient
 from pipeline.errors import EXIT_OK, EXIT_REJECTS, ConfigError
+from pipeline.journal import Journal
 from pipeline.runner import RunReport, RunSettings, run
 
 log = structlog.get_logger("pipeline.commands")
 SAMPLE = "transactions.csv"
 
 
-def import_file(
-    cfg: Config,
-    input: Path,
-    *,
-    rejects: Path | None,
-    summary: Path | None,
-    import_id: str | None = None,
-    batch_size: int | None = None,
-    dry_run: bool = False,
-    env: dict[str, str] | None,
-) -> int:
+@dataclass(frozen=True)
+class ImportOptions:
+    """The flags of ``run`` and ``validate``."""
+
+    rejects: Path | None = None
+    summary: Path | None = None
+    import_id: str | None = None
+    batch_size: int | None = None
+    dry_run: bool = False
+    state_dir: Path | None = None
+    idempotency_window: float | None = None
+    force: bool = False
+    confirm: Callable[[str], bool] = field(default=lambda message: False)
+
+
+def import_file(cfg: Config, input: Path, options: ImportOptions, env: dict[str, str] | None) -> int:
     """Run one import and write its reports; ``env=None`` means no network at all."""
+    cfg = _with_overrides(cfg, options)
     settings = RunSettings(
-        input=input,
-        config=cfg,
-        timezone=resolve_timezone(cfg.input.timezone),
-        import_id=import_id,
-        dry_run=dry_run,
-        batch_size=batch_size,
-        rejects_path=rejects or (summary.parent if summary else Path.cwd()) / _rejects_name(input),
+        input=input, config=cfg, timezone=resolve_timezone(cfg.input.timezone),
+        import_id=options.import_id, dry_run=options.dry_run, batch_size=options.batch_size,
+        rejects_path=options.rejects
+        or (options.summary.parent if options.summary else Path.cwd()) / _rejects_name(input),
+        force=options.force, confirm=options.confirm,
     )
-    creds = _credentials(cfg, env, dry_run)
-    client = _client(cfg, creds) if creds else None
+    creds = _credentials(cfg, env, options.dry_run)
+    stop = threading.Event()
+    client = open_client(cfg, creds, stop) if creds else None
+    journal = Journal.open(cfg.journal.state_dir) if client and not options.dry_run else None
     try:
-        result = run(settings, client)
+        with _graceful(stop):
+            result = run(settings, client, stop.is_set, journal)
     finally:
-        if client:
-            client.close()
-    _write(result, settings.rejects_path, summary)
+        for closing in (client, journal):
+            if closing is not None:
+                closing.close()
+    _write(result, settings.rejects_path, options.summary)
     return result.exit_code
+
+
+def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
+    journal = cfg.journal.model_copy(update={
+        k: v for k, v in (("state_dir", options.state_dir),
+                          ("idempotency_window", options.idempotency_window)) if v is not None})
+    return cfg.model_copy(update={"journal": journal})
 
 
 def _rejects_name(input: Path) -> str:
@@ -60,19 +82,39 @@ def _credentials(cfg: Config, env: dict[str, str] | None, dry_run: bool) -> Cred
     if env is None:
         return None
     if dry_run and not env.get(cfg.engage.base_url_env):
-        log.warning(
-            "dry run without Engage: point definitions are not checked",
-            variable=cfg.engage.base_url_env,
-        )
+        log.warning("dry run without Engage: point definitions are not checked",
+                    variable=cfg.engage.base_url_env)
         return None
     return credentials_from_env(cfg.engage, env)
 
 
-def _client(cfg: Config, creds: Credentials) -> EngageClient:
+def open_client(cfg: Config, creds: Credentials, stop: threading.Event | None = None) -> EngageClient:
     timeout = httpx.Timeout(cfg.engage.read_timeout, connect=cfg.engage.connect_timeout)
-    return EngageClient.connect(
-        creds.base_url, creds.api_key.get_secret_value(), timeout=timeout, retry=cfg.retry
-    )
+    return EngageClient.connect(creds.base_url, creds.api_key.get_secret_value(),
+                                timeout=timeout, retry=cfg.retry, stop=stop)
+
+
+@contextmanager
+def _graceful(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM: take no new batch, let the one in flight finish; a second SIGINT
+    stops at once (the journal stays consistent: its last batch is left in doubt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        log.warning("stopping: no new batches; the request in flight is finished first",
+                    signal=signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _write(result: RunReport, rejects: Path | None, summary: Path | None) -> None:
@@ -83,10 +125,8 @@ def _write(result: RunReport, rejects: Path | None, summary: Path | None) -> Non
     report.render(result.summary, sys.stderr)
     print(f"points-import: {result.message}", file=sys.stderr)
     if result.rejects.height and rejects is not None:
-        print(
-            f"points-import: {result.rejects.height} rejected rows are in {rejects}",
-            file=sys.stderr,
-        )
+        print(f"points-import: {result.rejects.height} rejected rows are in {rejects}",
+              file=sys.stderr)
 
 
 def demo(cfg: Config, output: Path) -> int:
@@ -94,22 +134,22 @@ def demo(cfg: Config, output: Path) -> int:
     from pipeline.simulator import SimulatorServer
 
     sample = _sample_file()
+    options = ImportOptions(rejects=output / "transactions.rejects.csv",
+                            summary=output / "summary.json", state_dir=output / "state")
     with SimulatorServer(cfg.simulator) as sim:
         env = {cfg.engage.base_url_env: sim.url, cfg.engage.api_key_env: cfg.simulator.api_key}
-        code = import_file(
-            cfg,
-            sample,
-            rejects=output / "transactions.rejects.csv",
-            summary=output / "summary.json",
-            env=env,
-        )
+        _forget(output / "state")
+        code = import_file(cfg, sample, options, env)
         held = len(sim.store.transactions)
-    print(
-        f"points-import demo: the simulator at {sim.url} now holds {held} transactions; "
-        f"summary in {output / 'summary.json'}",
-        file=sys.stderr,
-    )
+    print(f"points-import demo: the simulator at {sim.url} now holds {held} transactions; "
+          f"summary in {output / 'summary.json'}", file=sys.stderr)
     return EXIT_OK if code in (EXIT_OK, EXIT_REJECTS) else code
+
+
+def _forget(state_dir: Path) -> None:
+    """The demo's simulator starts empty each time, so its journal must too."""
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+        (state_dir / name).unlink(missing_ok=True)
 
 
 def _sample_file() -> Path:
@@ -117,6 +157,5 @@ def _sample_file() -> Path:
     for folder in (Path("sample_data"), here.parent / "sample_data", here / "_sample_data"):
         if (folder / SAMPLE).is_file():
             return folder / SAMPLE
-    raise ConfigError(
-        f"the demo's sample file sample_data/{SAMPLE} is missing; run it from the project folder"
-    )
+    raise ConfigError(f"the demo's sample file sample_data/{SAMPLE} is missing; run it from the "
+                      "project folder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -56,6 +57,11 @@ class RetryConfig(Section):
     max_retry_after: float = Field(300.0, ge=0)  # cap on a server's Retry-After
 
 
+class JournalConfig(Section):
+    state_dir: Path = Path(".points-import")  # where journal.sqlite lives; --state-dir
+    idempotency_window: float = Field(82800.0, gt=0)  # seconds Engage keeps a key, less a margin
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
@@ -68,6 +74,7 @@ class Config(Section):
     validation: ValidationConfig = ValidationConfig()
     batching: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
+    journal: JournalConfig = JournalConfig()
     logging: LogConfig = LogConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 
@@ -147,3 +154,21 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def resolve_timezone(name: str) -> str:
+    """The configured IANA zone, or this machine's."""
+    if not name:
+        import tzlocal
+
+        try:
+            name = tzlocal.get_localzone_name() or "UTC"
+        except Exception:
+            name = "UTC"
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"unknown time zone {name!r}; use an IANA name like Europe/Stockholm"
+        ) from None
+    return name

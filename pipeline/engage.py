@@ -8,6 +8,7 @@ from the config; ``sleep`` is injectable so unit tests never wait.
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -67,11 +68,13 @@ class EngageClient:
         self,
         http: httpx.Client,
         retry: RetryConfig | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._http = http
         self._retry = retry or RetryConfig()
         self._sleep = sleep
+        self._stopping = stopping
 
     @classmethod
     def connect(
@@ -82,6 +85,7 @@ class EngageClient:
         timeout: httpx.Timeout | None = None,
         retry: RetryConfig | None = None,
         transport: httpx.BaseTransport | None = None,
+        stop: threading.Event | None = None,
     ) -> EngageClient:
         headers = {"apikey": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"}
         http = httpx.Client(
@@ -90,7 +94,9 @@ class EngageClient:
             transport=transport,
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
         )
-        return cls(http, retry)
+        if stop is None:
+            return cls(http, retry)
+        return cls(http, retry, sleep=stop.wait, stopping=stop.is_set)
 
     def close(self) -> None:
         self._http.close()
@@ -124,6 +130,19 @@ class EngageClient:
                 return ids
             offset += PAGE
 
+    def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]:
+        """Every transaction of a contact's point account (all pages, filter All)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            params = {"contactId": contact_id, "definitionId": definition_id,
+                      "offset": len(items), "count": PAGE, "filter": "All"}
+            page = self.get_json(TRANSACTIONS, params) or {}
+            chunk = [t for t in page.get("items") or [] if isinstance(t, dict)]
+            items.extend(chunk)
+            total = page.get("totalCount")
+            if len(chunk) < PAGE or (isinstance(total, int) and len(items) >= total):
+                return items
+
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET ``path`` with retries; the decoded JSON body."""
 
@@ -133,7 +152,7 @@ class EngageClient:
         return self._retrying(once, key=None)[0]
 
     def _retrying(self, once: Callable[[], T], key: str | None) -> tuple[T, int]:
-        retrying = retry_policy(self._retry, self._sleep, key)
+        retrying = retry_policy(self._retry, self._sleep, key, self._stopping)
         result = retrying(once)
         return result, int(retrying.statistics.get("attempt_number", 1))
 
@@ -219,8 +238,21 @@ def _is_int(value: object) -> bool:
     return True
 
 
+class _StopWhen(tenacity.stop.stop_base):
+    """Stop retrying once the run is asked to stop (SIGINT/SIGTERM)."""
+
+    def __init__(self, stopping: Callable[[], bool]) -> None:
+        self.stopping = stopping
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.stopping()
+
+
 def retry_policy(
-    settings: RetryConfig, sleep: Callable[[float], None], key: str | None = None
+    settings: RetryConfig,
+    sleep: Callable[[float], object],
+    key: str | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> tenacity.Retrying:
     """Retry transient errors with exponential back-off and jitter, honouring Retry-After."""
     backoff = tenacity.wait_exponential(
@@ -245,9 +277,9 @@ def retry_policy(
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientEngageError),
-        stop=tenacity.stop_after_attempt(settings.max_attempts),
+        stop=tenacity.stop_after_attempt(settings.max_attempts) | _StopWhen(stopping),
         wait=wait,
-        sleep=sleep,
+        sleep=lambda seconds: None if sleep(seconds) else None,
         before_sleep=before_sleep,
         reraise=True,
     )

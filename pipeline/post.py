@@ -3,35 +3,72 @@
 Transient failures are retried inside the client under the same key. A batch Engage refuses
 as a whole (a 4xx other than 401/403/409/429) is split in halves, each under a key derived
 from its parent's, down to single rows, so one bad row cannot take 999 good ones with it.
-A ``notAccepted`` row is matched back to its input row by content, its reason inferred from
-``missingContactIds``, ``missingDefinitionIds`` and ``errorMessages``.
+A ``notAccepted`` row is matched back to its input row by content (``match``).
+
+With a journal, each batch's state is recorded before and after its request, and a resumed
+run settles what earlier runs did: done batches are not sent again, batches in doubt are
+re-sent under their key while Engage still remembers it, and reconciled through the GET
+endpoints after that (``reconcile``).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Protocol
 
 import polars as pl
 import structlog
 
-from pipeline.chunk import Batch
-from pipeline.engage import EngageClient, PostResult
+from pipeline.chunk import Batch, child_key
+from pipeline.engage import EngageClient
 from pipeline.errors import BatchRejectedError, EngageError, TransientEngageError
+from pipeline.journal import BatchRecord
 from pipeline.load import SOURCE_ROW
+from pipeline.match import match_not_accepted
+from pipeline.reconcile import find_applied
 
 log = structlog.get_logger("pipeline.post")
 OUTCOME_SCHEMA = {
-    SOURCE_ROW: pl.Int64,
-    "accepted": pl.Boolean,
-    "stage": pl.String,
-    "reason": pl.String,
-    "idempotencyKey": pl.String,
+    SOURCE_ROW: pl.Int64, "accepted": pl.Boolean, "stage": pl.String,
+    "reason": pl.String, "idempotencyKey": pl.String,
 }
+Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
+
+
+class Recorder(Protocol):
+    """Where batch states go (the journal); each call is durable when it returns."""
+
+    def sending(self, batch: Batch) -> None: ...
+
+    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None: ...
+
+    def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:
+        ...
+
+
+class NoRecorder:
+    """No journal: nothing is remembered between runs."""
+
+    def sending(self, batch: Batch) -> None:
+        pass
+
+    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
+        pass
+
+    def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What earlier runs of this import recorded, and how long Engage remembers a key."""
+
+    records: dict[tuple[int, str], BatchRecord] = field(default_factory=dict)
+    refused: dict[tuple[int, str], Refused] = field(default_factory=dict)
+    window_s: float = 82800.0
+    now: Callable[[], float] = time.time
 
 
 @dataclass
@@ -43,6 +80,7 @@ class Posted:
     batches_sent: int = 0
     unmatched: int = 0  # notAccepted rows that matched no row sent
     aborted: EngageError | None = None
+    interrupted: bool = False
 
 
 @dataclass
@@ -51,101 +89,173 @@ class _Ledger:
     requests: int = 0
     unmatched: int = 0
 
-    def settle(
-        self, rows: pl.DataFrame, key: str | None, stage: str | None, reason: str | None
-    ) -> None:
-        self.parts.append(
-            rows.select(
-                pl.col(SOURCE_ROW),
-                pl.lit(stage is None).alias("accepted"),
-                pl.lit(stage, pl.String).alias("stage"),
-                pl.lit(reason, pl.String).alias("reason"),
-                pl.lit(key, pl.String).alias("idempotencyKey"),
-            )
-        )
+    def settle(self, rows: pl.DataFrame, key: str | None, stage: str | None, reason: str | None) -> None:
+        self.parts.append(rows.select(
+            pl.col(SOURCE_ROW),
+            pl.lit(stage is None).alias("accepted"),
+            pl.lit(stage, pl.String).alias("stage"),
+            pl.lit(reason, pl.String).alias("reason"),
+            pl.lit(key, pl.String).alias("idempotencyKey"),
+        ))
+
+    def refuse(self, rows: pl.DataFrame, key: str, refused: Refused) -> None:
+        """``rows`` accepted, except the refused ones, each with its stage and reason."""
+        frame = pl.DataFrame(refused, schema={SOURCE_ROW: pl.Int64, "stage": pl.String,
+                                              "reason": pl.String}, orient="row")
+        self.settle(rows.join(frame, on=SOURCE_ROW, how="anti"), key, None, None)
+        self.parts.append(rows.select(SOURCE_ROW).join(frame, on=SOURCE_ROW).select(
+            pl.col(SOURCE_ROW), pl.lit(False).alias("accepted"), "stage", "reason",
+            pl.lit(key, pl.String).alias("idempotencyKey")))
+
+    def settled_rows(self) -> pl.DataFrame:
+        if not self.parts:
+            return pl.DataFrame(schema={SOURCE_ROW: pl.Int64})
+        return pl.concat([p.select(SOURCE_ROW) for p in self.parts])
 
     def frame(self) -> pl.DataFrame:
         return pl.concat(self.parts) if self.parts else pl.DataFrame(schema=OUTCOME_SCHEMA)
 
 
+class _Poster:
+    def __init__(self, client: EngageClient | None, recorder: Recorder, resume: Resume) -> None:
+        self.client = client
+        self.recorder = recorder
+        self.resume = resume
+        self.ledger = _Ledger()
+
+    def walk(self, batch: Batch) -> None:
+        """Settle ``batch`` from what the journal knows of it, sending what needs sending."""
+        record = self.resume.records.get((batch.seq, batch.part))
+        state = record.state if record else "planned"
+        if record and state in ("done", "failed"):
+            self.ledger.refuse(batch.rows, batch.key, self.resume.refused.get(
+                (batch.seq, batch.part), []))
+        elif record and state in ("split", "reconciled"):
+            self._walk_children(batch, record)
+        elif self.client is None:  # only reporting what the journal knows
+            self.ledger.settle(batch.rows, None, "unsent", "not settled yet")
+        elif record and state == "sending" and self._too_old(record):
+            self._reconcile(batch, record.first_sent_at)
+        else:
+            self._send(batch)
+
+    def _walk_children(self, batch: Batch, record: BatchRecord) -> None:
+        children = self._children(batch, record)
+        for child in children:
+            self.walk(child)
+        covered = pl.concat([c.rows.select(SOURCE_ROW) for c in children])
+        rest = batch.rows.join(covered, on=SOURCE_ROW, how="anti")
+        if rest.height:  # rows a reconciliation found applied
+            self.ledger.settle(rest, batch.key, None, None)
+
+    def _children(self, batch: Batch, record: BatchRecord) -> list[Batch]:
+        if record.state == "split":
+            return list(batch.halves())
+        child = self.resume.records[(batch.seq, batch.part + "r")]
+        rows = batch.rows.filter(pl.col(SOURCE_ROW).is_in(child.source_rows or []))
+        return [Batch(batch.seq, child.key, rows, batch.part + "r")]
+
+    def _too_old(self, record: BatchRecord) -> bool:
+        sent = record.first_sent_at or self.resume.now()
+        return self.resume.now() - sent >= self.resume.window_s
+
+    def _send(self, batch: Batch) -> None:
+        assert self.client is not None, "a batch to send needs a client"
+        started = time.perf_counter()
+        self.ledger.requests += 1
+        bound = log.bind(batch=batch.label, key=batch.key, rows=batch.rows.height)
+        self.recorder.sending(batch)
+        try:
+            result = self.client.post_transactions(batch.body, batch.key)
+        except BatchRejectedError as exc:
+            bound.warning("batch refused", status=exc.status, latency_s=_since(started))
+            self._refused(batch, exc)
+            return
+        refused = [(row, "server", why) for row, why in match_not_accepted(batch.rows, result)]
+        self.ledger.unmatched += len(result.not_accepted) - len(refused)
+        self.recorder.settled(batch, "done", result.status, refused)
+        self.ledger.refuse(batch.rows, batch.key, refused)
+        bound.info("batch posted", status=result.status, attempts=result.attempts,
+                   latency_s=_since(started), accepted=batch.rows.height - len(refused),
+                   not_accepted=len(refused))
+
+    def _refused(self, batch: Batch, exc: BatchRejectedError) -> None:
+        if batch.rows.height == 1:
+            why = f"Engage refused it: {exc.status} {_squash(exc.body)}".strip()
+            refused = [(int(batch.rows[SOURCE_ROW][0]), "batch", why)]
+            self.recorder.settled(batch, "failed", exc.status, refused)
+            self.ledger.refuse(batch.rows, batch.key, refused)
+            return
+        halves = batch.halves()
+        self.recorder.divided(batch, "split", halves, explicit=False)
+        for half in halves:
+            self.walk(half)
+
+    def _reconcile(self, batch: Batch, since: float | None) -> None:
+        """In doubt past Engage's memory of the key: ask Engage which rows it holds."""
+        assert self.client is not None, "reconciling needs a client"
+        applied = find_applied(batch.rows, self.client, since)
+        missing = batch.rows.filter(~pl.col(SOURCE_ROW).is_in(sorted(applied)))
+        log.warning("batch reconciled", batch=batch.label, key=batch.key,
+                    found=len(applied), resent=missing.height)
+        if not missing.height:
+            self.recorder.settled(batch, "done", None, [])
+            self.ledger.settle(batch.rows, batch.key, None, None)
+            return
+        child = Batch(batch.seq, child_key(batch.key, "r"), missing, batch.part + "r")
+        self.recorder.divided(batch, "reconciled", [child], explicit=True)
+        self.ledger.settle(batch.rows.join(missing, on=SOURCE_ROW, how="anti"), batch.key,
+                           None, None)
+        self.walk(child)
+
+
 def post(
     batches: Iterable[Batch],
-    client: EngageClient,
+    client: EngageClient | None,
     should_stop: Callable[[], bool] = lambda: False,
+    recorder: Recorder | None = None,
+    resume: Resume | None = None,
 ) -> Posted:
-    """Send ``batches`` in order; stop at the first error that retrying could not cure."""
-    ledger = _Ledger()
-    sent = 0
+    """Settle ``batches`` in order; stop at the first error that retrying could not cure."""
+    poster = _Poster(client, recorder or NoRecorder(), resume or Resume())
+    ledger, sent = poster.ledger, 0
     pending = iter(batches)
     for batch in pending:
-        if should_stop():
-            _settle_unsent(ledger, batch, pending, "the run was interrupted before it was sent")
-            break
+        if should_stop() and _needs_sending(batch, poster.resume):
+            _settle_unsent(ledger, [batch, *pending], "not sent: the run was interrupted")
+            return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched,
+                          interrupted=True)
+        requests = ledger.requests
         try:
-            _send(batch, client, ledger)
-            sent += 1
+            poster.walk(batch)
         except EngageError as exc:
             _settle_in_doubt(ledger, batch, exc)
-            _settle_unsent(ledger, None, pending, f"not sent: the run stopped ({exc})")
-            return Posted(ledger.frame(), ledger.requests, sent + 1, ledger.unmatched, exc)
+            _settle_unsent(ledger, list(pending), f"not sent: the run stopped ({exc})")
+            sent += ledger.requests > requests
+            return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched, exc,
+                          interrupted=should_stop())
+        sent += ledger.requests > requests
     return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched)
 
 
-def _send(batch: Batch, client: EngageClient, ledger: _Ledger) -> None:
-    started = time.perf_counter()
-    ledger.requests += 1
-    bound = log.bind(batch=batch.label, key=batch.key, rows=batch.rows.height)
-    try:
-        result = client.post_transactions(batch.body, batch.key)
-    except BatchRejectedError as exc:
-        bound.warning("batch refused", status=exc.status, latency_s=_since(started))
-        _split(batch, exc, client, ledger)
-        return
-    refused = match_not_accepted(batch.rows, result)
-    ledger.unmatched += len(result.not_accepted) - refused.height
-    accepted = batch.rows.join(refused, on=SOURCE_ROW, how="anti")
-    ledger.settle(accepted, batch.key, None, None)
-    for reason, group in refused.group_by("reason", maintain_order=True):
-        ledger.settle(group, batch.key, "server", str(reason[0]))
-    bound.info(
-        "batch posted",
-        status=result.status,
-        attempts=result.attempts,
-        latency_s=_since(started),
-        accepted=accepted.height,
-        not_accepted=refused.height,
-    )
-
-
-def _split(batch: Batch, exc: BatchRejectedError, client: EngageClient, ledger: _Ledger) -> None:
-    if batch.rows.height == 1:
-        ledger.settle(
-            batch.rows,
-            batch.key,
-            "batch",
-            f"Engage refused it: {exc.status} {_squash(exc.body)}".strip(),
-        )
-        return
-    for half in batch.halves():
-        _send(half, client, ledger)
+def _needs_sending(batch: Batch, resume: Resume) -> bool:
+    record = resume.records.get((batch.seq, batch.part))
+    return record is None or record.state not in ("done", "failed", "split", "reconciled")
 
 
 def _settle_in_doubt(ledger: _Ledger, batch: Batch, exc: EngageError) -> None:
     """Rows of the batch in flight that no answer settled."""
-    done = pl.concat([p.select(SOURCE_ROW) for p in ledger.parts]) if ledger.parts else None
-    rows = batch.rows if done is None else batch.rows.join(done, on=SOURCE_ROW, how="anti")
+    rows = batch.rows.join(ledger.settled_rows(), on=SOURCE_ROW, how="anti")
     if isinstance(exc, TransientEngageError):
-        reason = (
-            f"outcome unknown ({exc}); re-run the same input to settle it: the same key "
-            "is sent again and Engage applies it at most once"
-        )
+        reason = (f"outcome unknown ({exc}); re-run the same input to settle it: the same key "
+                  "is sent again and Engage applies it at most once")
     else:
         reason = f"not applied: {exc}"
     ledger.settle(rows, batch.key, "batch", reason)
 
 
-def _settle_unsent(ledger: _Ledger, first: Batch | None, rest: Iterable[Batch], why: str) -> None:
-    for batch in ([first] if first else []) + list(rest):
+def _settle_unsent(ledger: _Ledger, batches: list[Batch], why: str) -> None:
+    for batch in batches:
         ledger.settle(batch.rows, None, "unsent", why)
 
 
@@ -155,84 +265,3 @@ def _since(started: float) -> float:
 
 def _squash(text: str, limit: int = 500) -> str:
     return " ".join(text.split())[:limit]
-
-
-# --- matching notAccepted rows back to input rows --------------------------------------
-
-
-def match_not_accepted(rows: pl.DataFrame, result: PostResult) -> pl.DataFrame:
-    """``sourceRow, reason`` for each input row a ``notAccepted`` entry stands for."""
-    if not result.not_accepted:
-        return pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "reason": pl.String})
-    sent = rows.select(
-        SOURCE_ROW, "contactId", "amount", "definitionId", "source", "description"
-    ).to_dicts()
-    taken: set[int] = set()
-    found: list[tuple[int, str]] = []
-    for echoed in result.not_accepted:
-        index = _best_match(_lower_keys(echoed), sent, taken)
-        if index is not None:
-            taken.add(index)
-            found.append((sent[index][SOURCE_ROW], _reason(sent[index], index, result)))
-    return pl.DataFrame(found, schema={SOURCE_ROW: pl.Int64, "reason": pl.String}, orient="row")
-
-
-def _best_match(echoed: dict[str, Any], sent: list[dict[str, Any]], taken: set[int]) -> int | None:
-    """The first untaken row equal on every field compared, trying looser tiers in turn."""
-    tiers = (
-        ("contactid", "definitionid", "amount", "source", "description"),
-        ("contactid", "definitionid", "amount"),
-        ("contactid", "definitionid"),
-        ("contactid",),
-    )
-    for tier in tiers:
-        want = tuple(_norm(f, echoed.get(f)) for f in tier)
-        for i, row in enumerate(sent):
-            if i not in taken and tuple(_norm(f, row[_API[f]]) for f in tier) == want:
-                return i
-    return None
-
-
-_API = {
-    "contactid": "contactId",
-    "definitionid": "definitionId",
-    "amount": "amount",
-    "source": "source",
-    "description": "description",
-}
-
-
-def _lower_keys(row: dict[str, Any]) -> dict[str, Any]:
-    return {k.lower(): v for k, v in row.items()}
-
-
-def _norm(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if name == "contactid":
-        return str(value).strip().lower()
-    if name in ("amount", "definitionid"):
-        try:
-            return Decimal(str(value)).normalize()
-        except InvalidOperation:
-            return str(value)
-    return str(value)
-
-
-def _reason(row: dict[str, Any], index: int, result: PostResult) -> str:
-    contact, definition = str(row["contactId"]).lower(), int(row["definitionId"])
-    reasons = []
-    if contact in {c.lower() for c in result.missing_contact_ids}:
-        reasons.append(f"contact {row['contactId']} does not exist in Engage")
-    if definition in result.missing_definition_ids:
-        reasons.append(f"point definition {definition} does not exist in Engage")
-    if not reasons:
-        reasons = _messages_for(contact, index, result.error_messages)
-    return "not accepted by Engage: " + ("; ".join(reasons) or "no reason given")
-
-
-def _messages_for(contact: str, index: int, messages: list[str]) -> list[str]:
-    """The batch's error messages that name this row, else all of them."""
-    own = re.compile(rf"(\brow {index}\b|\[{index}\]|{re.escape(contact)})", re.IGNORECASE)
-    mine = [m for m in messages if own.search(m)]
-    return mine or messages

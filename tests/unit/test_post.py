@@ -10,7 +10,8 @@ import polars as pl
 from pipeline.chunk import chunk
 from pipeline.config import RetryConfig
 from pipeline.engage import EngageClient, PostResult
-from pipeline.post import match_not_accepted, post
+from pipeline.match import match_not_accepted
+from pipeline.post import post
 from tests.unit.test_chunk import valid_rows
 
 OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
@@ -64,7 +65,7 @@ def test_not_accepted_rows_are_matched_by_content_with_their_reason():
         missing_definition_ids=[9],
         error_messages=["row 1: source is required"],
     )
-    matched = dict(match_not_accepted(frame, result).iter_rows())
+    matched = dict(match_not_accepted(frame, result))
     assert set(matched) == {2, 4}
     assert "point definition 9 does not exist" in matched[4]
     assert "row 1: source is required" in matched[2]
@@ -74,7 +75,7 @@ def test_identical_rows_are_matched_once_each():
     """Two equal rows, one refused: exactly one of them is marked."""
     frame = valid_rows(2, description=["same", "same"], amount=["1", "1"], definitionId=[1, 1])
     result = PostResult(202, not_accepted=[frame.to_dicts()[0]], missing_contact_ids=[])
-    assert match_not_accepted(frame, result).height == 1
+    assert len(match_not_accepted(frame, result)) == 1
 
 
 def test_posted_rows_not_accepted_become_server_rejects():

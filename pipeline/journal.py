@@ -1,0 +1,436 @@
+"""The run journal: one SQLite file (WAL) that remembers each import's plan and each batch's state.
+
+Per import: its identity, the input's fingerprint and path, the settings that shape the plan,
+the point definitions validation used, and per batch its key, rows and content hash and its
+state, ``planned -> sending -> done | failed``, or ``split``/``reconciled`` into child batches.
+Each change is committed before the step that depends on it: ``sending`` is durable before
+the request leaves. Rows Engage refused are kept with their reasons; accepted rows are derived
+(a done batch's rows less its refused ones), so the journal stays small for 50M-row imports.
+
+A journal this version can't vouch for (corrupt, another program's, a newer schema, read-only)
+is a ``JournalError`` (exit 2), never a silent fresh start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import JournalError
+
+SCHEMA_VERSION = 1
+APP = "points-import"
+FILENAME = "journal.sqlite"
+STALE_AFTER_S = 600.0  # a holder silent this long on another host is taken as dead
+TERMINAL = ("done", "failed")
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE imports (
+    import_id TEXT PRIMARY KEY,
+    input_path TEXT NOT NULL,
+    input_sha256 TEXT NOT NULL,
+    plan_sha256 TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    definitions TEXT,
+    batches INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    summary TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    holder_pid INTEGER,
+    holder_host TEXT,
+    holder_since TEXT,
+    holder_beat REAL
+);
+CREATE TABLE batches (
+    import_id TEXT NOT NULL REFERENCES imports(import_id),
+    seq INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    key TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    source_rows TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    first_sent_at REAL,
+    updated_at REAL NOT NULL,
+    status INTEGER,
+    reason TEXT,
+    PRIMARY KEY (import_id, seq, part)
+);
+CREATE TABLE refused (
+    import_id TEXT NOT NULL REFERENCES imports(import_id),
+    source_row INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    key TEXT,
+    PRIMARY KEY (import_id, source_row)
+);
+"""
+_MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version-1 to version
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    seq: int
+    part: str
+    key: str
+    rows: int
+    state: str
+    attempts: int
+    first_sent_at: float | None
+    status: int | None
+    reason: str | None
+    source_rows: list[int] | None
+
+
+@dataclass(frozen=True)
+class ImportRecord:
+    import_id: str
+    input_path: str
+    input_sha256: str
+    plan_sha256: str
+    settings: dict[str, Any]
+    definitions: list[int] | None
+    batches: int
+    rows: int
+    status: str
+    exit_code: int | None
+    summary: dict[str, Any] | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    holder: str | None
+
+
+class Journal:
+    """The journal file of a state directory. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: Path, clock: Any = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._db = _connect(path)
+        try:
+            _prepare(self._db, path)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open(cls, state_dir: Path, create: bool = True) -> Journal:
+        if not create and not (state_dir / FILENAME).is_file():
+            raise JournalError(f"no journal in {state_dir}: nothing was run with this "
+                               "--state-dir")
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"state directory {state_dir} can't be created: {exc.strerror}")
+        return cls(state_dir / FILENAME)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One committed transaction, with SQLite's errors made journal errors."""
+        with self._lock:
+            try:
+                with self._db:
+                    yield self._db
+            except sqlite3.Error as exc:
+                raise _journal_error(exc, self.path) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _journal_error(exc, self.path) from exc
+
+    # --- imports ----------------------------------------------------------------------
+
+    def find(self, import_id: str) -> ImportRecord | None:
+        rows = self._read("SELECT * FROM imports WHERE import_id = ?", (import_id,))
+        return _import(rows[0]) if rows else None
+
+    def imports(self) -> list[ImportRecord]:
+        return [_import(r) for r in self._read("SELECT * FROM imports ORDER BY created_at, import_id")]
+
+    def register(
+        self,
+        import_id: str,
+        input_path: str,
+        input_sha256: str,
+        plan: Sequence[tuple[int, str, int, str]],
+        settings: dict[str, Any],
+        definitions: Sequence[int] | None,
+        rows: int,
+    ) -> None:
+        """Record a new import and its plan: (seq, key, rows, content sha256) per batch."""
+        now = self._clock()
+        stamp = _iso(now)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO imports (import_id, input_path, input_sha256, plan_sha256, settings,"
+                " definitions, batches, rows, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?)",
+                (import_id, input_path, input_sha256, plan_sha256(plan), _dump(settings),
+                 None if definitions is None else _dump(sorted(definitions)), len(plan), rows,
+                 stamp, stamp),
+            )
+            db.executemany(
+                "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256, state,"
+                " updated_at) VALUES (?, ?, '', ?, ?, ?, 'planned', ?)",
+                [(import_id, seq, key, n, sha, now) for seq, key, n, sha in plan],
+            )
+
+    def set_status(self, import_id: str, status: str, error: str | None = None) -> None:
+        with self._write() as db:
+            db.execute("UPDATE imports SET status = ?, last_error = ?, updated_at = ?"
+                       " WHERE import_id = ?", (status, error, _iso(self._clock()), import_id))
+
+    def finish(self, import_id: str, summary: dict[str, Any], exit_code: int, status: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE imports SET status = ?, exit_code = ?, summary = ?, last_error = ?,"
+                " updated_at = ? WHERE import_id = ?",
+                (status, exit_code, _dump(summary), summary.get("error"), _iso(self._clock()),
+                 import_id),
+            )
+
+    # --- one run at a time ------------------------------------------------------------
+
+    def acquire(self, import_id: str) -> None:
+        """Become the one process running ``import_id``, or say who is."""
+        now = self._clock()
+        me, host = os.getpid(), socket.gethostname()
+        with self._write() as db:
+            row = db.execute("SELECT holder_pid, holder_host, holder_since, holder_beat"
+                             " FROM imports WHERE import_id = ?", (import_id,)).fetchone()
+            if row and row["holder_pid"] and not _dead(row, now) and row["holder_pid"] != me:
+                raise JournalError(
+                    f"import {import_id} is being run by pid {row['holder_pid']} on "
+                    f"{row['holder_host']} since {row['holder_since']}; wait for it to end")
+            db.execute("UPDATE imports SET holder_pid = ?, holder_host = ?, holder_since = ?,"
+                       " holder_beat = ? WHERE import_id = ?", (me, host, _iso(now), now, import_id))
+
+    def release(self, import_id: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE imports SET holder_pid = NULL, holder_host = NULL,"
+                       " holder_since = NULL, holder_beat = NULL WHERE import_id = ?"
+                       " AND holder_pid = ?", (import_id, os.getpid()))
+
+    # --- batches ----------------------------------------------------------------------
+
+    def batches(self, import_id: str) -> dict[tuple[int, str], BatchRecord]:
+        rows = self._read("SELECT * FROM batches WHERE import_id = ? ORDER BY seq, part",
+                          (import_id,))
+        return {(r["seq"], r["part"]): _batch(r) for r in rows}
+
+    def sending(self, import_id: str, seq: int, part: str) -> None:
+        """Durable before the request leaves: the batch's outcome is now unknown until answered."""
+        now = self._clock()
+        with self._write() as db:
+            db.execute(
+                "UPDATE batches SET state = 'sending', attempts = attempts + 1,"
+                " first_sent_at = COALESCE(first_sent_at, ?), updated_at = ?"
+                " WHERE import_id = ? AND seq = ? AND part = ?",
+                (now, now, import_id, seq, part))
+            _beat(db, import_id, now)
+
+    def settle(
+        self,
+        import_id: str,
+        seq: int,
+        part: str,
+        state: str,
+        status: int | None,
+        refused: Sequence[tuple[int, str, str]],
+        key: str,
+        reason: str | None = None,
+    ) -> None:
+        """A batch's final state and the rows it refused: (sourceRow, stage, reason)."""
+        now = self._clock()
+        with self._write() as db:
+            db.execute(
+                "UPDATE batches SET state = ?, status = ?, reason = ?, updated_at = ?"
+                " WHERE import_id = ? AND seq = ? AND part = ?",
+                (state, status, reason, now, import_id, seq, part))
+            db.executemany(
+                "INSERT OR REPLACE INTO refused (import_id, source_row, seq, part, stage, reason,"
+                " key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(import_id, row, seq, part, stage, why, key) for row, stage, why in refused])
+            _beat(db, import_id, now)
+
+    def divide(
+        self,
+        import_id: str,
+        seq: int,
+        part: str,
+        state: str,
+        children: Sequence[tuple[str, str, int, str, list[int] | None]],
+    ) -> None:
+        """A batch replaced by children (part, key, rows, sha256, source rows if not derivable)."""
+        now = self._clock()
+        with self._write() as db:
+            db.execute("UPDATE batches SET state = ?, updated_at = ? WHERE import_id = ?"
+                       " AND seq = ? AND part = ?", (state, now, import_id, seq, part))
+            db.executemany(
+                "INSERT OR IGNORE INTO batches (import_id, seq, part, key, rows, content_sha256,"
+                " source_rows, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'planned', ?)",
+                [(import_id, seq, p, k, n, sha, None if rows is None else _dump(rows), now)
+                 for p, k, n, sha, rows in children])
+            _beat(db, import_id, now)
+
+    def refused(self, import_id: str) -> list[tuple[int, int, str, str, str]]:
+        """Every refused row: (sourceRow, seq, part, stage, reason)."""
+        rows = self._read("SELECT source_row, seq, part, stage, reason FROM refused"
+                          " WHERE import_id = ? ORDER BY source_row", (import_id,))
+        return [(r["source_row"], r["seq"], r["part"], r["stage"], r["reason"]) for r in rows]
+
+    def counts(self, import_id: str) -> dict[str, int]:
+        rows = self._read("SELECT state, COUNT(*) AS n FROM batches WHERE import_id = ?"
+                          " GROUP BY state", (import_id,))
+        return {r["state"]: r["n"] for r in rows}
+
+
+def plan_sha256(plan: Sequence[tuple[int, str, int, str]]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for seq, key, rows, sha in plan:
+        digest.update(f"{seq}:{key}:{rows}:{sha}\n".encode())
+    return digest.hexdigest()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _journal_error(exc, path) from exc
+    db.isolation_level = "DEFERRED"
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    """Create a new journal, or check and migrate an existing one."""
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            _create(db)
+        else:
+            _check(db, tables, path)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise _journal_error(exc, path) from exc
+
+
+def _create(db: sqlite3.Connection) -> None:
+    with db:
+        db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+    with db:
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                       [("app", APP), ("schema_version", str(SCHEMA_VERSION)),
+                        ("created_at", _iso(time.time()))])
+
+
+def _check(db: sqlite3.Connection, tables: set[str], path: Path) -> None:
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
+    if meta.get("app") != APP:
+        raise JournalError(f"{path} is not a points-import journal (another program's SQLite "
+                           "file); point --state-dir elsewhere")
+    version = int(meta.get("schema_version", "0"))
+    if version > SCHEMA_VERSION:
+        raise JournalError(f"{path} was written by a newer points-import (journal schema "
+                           f"{version}, this one knows {SCHEMA_VERSION}); upgrade points-import")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with db:
+            db.executescript(_MIGRATIONS[target])
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+
+
+def _journal_error(exc: sqlite3.Error, path: Path) -> JournalError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return JournalError(f"journal {path} is read-only; make it writable or use another "
+                            "--state-dir")
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return JournalError(f"journal {path} is corrupt ({text}); move it aside to start over "
+                            "(what it recorded is then forgotten)")
+    if "locked" in text or "busy" in text:
+        return JournalError(f"journal {path} is locked by another process ({text})")
+    return JournalError(f"journal {path} can't be used: {text}")
+
+
+def _dead(row: sqlite3.Row, now: float) -> bool:
+    if row["holder_host"] == socket.gethostname():
+        try:
+            os.kill(row["holder_pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return now - (row["holder_beat"] or 0) > STALE_AFTER_S
+
+
+def _beat(db: sqlite3.Connection, import_id: str, now: float) -> None:
+    db.execute("UPDATE imports SET holder_beat = ?, updated_at = ? WHERE import_id = ?",
+               (now, _iso(now), import_id))
+
+
+def _import(r: sqlite3.Row) -> ImportRecord:
+    holder = (f"pid {r['holder_pid']} on {r['holder_host']} since {r['holder_since']}"
+              if r["holder_pid"] else None)
+    return ImportRecord(
+        import_id=r["import_id"], input_path=r["input_path"], input_sha256=r["input_sha256"],
+        plan_sha256=r["plan_sha256"], settings=json.loads(r["settings"]),
+        definitions=json.loads(r["definitions"]) if r["definitions"] else None,
+        batches=r["batches"], rows=r["rows"], status=r["status"], exit_code=r["exit_code"],
+        summary=json.loads(r["summary"]) if r["summary"] else None, last_error=r["last_error"],
+        created_at=r["created_at"], updated_at=r["updated_at"], holder=holder,
+    )
+
+
+def _batch(r: sqlite3.Row) -> BatchRecord:
+    return BatchRecord(
+        seq=r["seq"], part=r["part"], key=r["key"], rows=r["rows"], state=r["state"],
+        attempts=r["attempts"], first_sent_at=r["first_sent_at"], status=r["status"],
+        reason=r["reason"],
+        source_rows=json.loads(r["source_rows"]) if r["source_rows"] else None,
+    )
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
