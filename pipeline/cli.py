@@ -67,7 +67,7 @@ _state_dir = click.option("--state-dir", type=click.Path(path_type=Path),
 @click.option("--batch-size", type=click.IntRange(1, 1000),
               help="Rows per request, at most 1000 [default: from config, 1000].")
 @_state_dir
-@click.option("--idempotency-window", type=click.FloatRange(min=1),
+@click.option("--idempotency-window", type=click.FloatRange(min=0, min_open=True),
               help="Seconds a batch in doubt is re-sent under its own key; older ones are "
                    "reconciled first [default: from config, 82800].")
 @click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")

@@ -8,9 +8,11 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from pipeline.simulator.app import create_app
 from pipeline.simulator.config import SimulatorConfig
@@ -28,11 +30,18 @@ class SimulatorServer:
     system picks a free port; ``url`` has the real one once the server has started.
     """
 
-    def __init__(self, config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        wrap: Callable[[ASGIApp], ASGIApp] | None = None,
+    ) -> None:
         self.app: Starlette = create_app(config)
         self.store: Store = self.app.state.store
         self.url = ""
-        self._server = uvicorn.Server(_uvicorn_config(self.app, host, port))
+        served: ASGIApp = wrap(self.app) if wrap else self.app  # e.g. a test's middleware
+        self._server = uvicorn.Server(_uvicorn_config(served, host, port))
         self._thread = threading.Thread(
             target=self._server.run, name="engage-simulator", daemon=True
         )
@@ -80,7 +89,7 @@ def _url(server: uvicorn.Server) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _uvicorn_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
     config = uvicorn.Config(app, host, port, http="h11", lifespan="off", log_level="warning")
     _quiet_dropped_responses()
     return config

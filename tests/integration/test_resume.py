@@ -1,0 +1,300 @@
+"""Crashes, signals and re-runs: the CLI as a real process, killed at chosen points, then
+resumed; the simulator (a real server in this process) must hold every valid row once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipeline.simulator import SimulatorConfig, SimulatorServer
+from pipeline.simulator.fixture import contact_id
+from tests.conftest import FAST_RETRY, ROOT, stored, write_csv
+
+BATCH = "50"
+CONFIG = FAST_RETRY + '[input]\ntimezone = "UTC"\n'
+
+
+class Killer:
+    """ASGI middleware: signal the client process at the k-th POST, before the simulator
+    handles it (the request is in flight) or after it answered."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.pid = 0
+        self.at = 0
+        self.when = "before"
+        self.sig = signal.SIGKILL
+        self.posts = 0
+
+    def arm(self, pid: int, at: int, when: str, sig: int = signal.SIGKILL) -> None:
+        self.pid, self.at, self.when, self.sig, self.posts = pid, at, when, sig, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        post = scope["type"] == "http" and scope["method"] == "POST"
+        self.posts += post
+        hit = post and self.pid and self.posts == self.at
+        if hit and self.when == "before":
+            os.kill(self.pid, self.sig)
+        await self.app(scope, receive, send)
+        if hit and self.when == "after":
+            os.kill(self.pid, self.sig)
+
+
+@pytest.fixture
+def killable(request):
+    """A simulator behind a Killer; settings via indirect parametrization or defaults."""
+    settings = getattr(request, "param", {})
+    killers: list[Killer] = []
+
+    def wrap(app: Any) -> Any:
+        killers.append(Killer(app))
+        return killers[-1]
+
+    server = SimulatorServer(SimulatorConfig.model_validate(settings), wrap=wrap)
+    with server:
+        yield server, killers[0]
+
+
+def source_file(path: Path) -> Path:
+    """600 rows: 12 batches of 50, with 2 invalid rows and 2 the server refuses."""
+    rows = [{"contactId": contact_id(i % 97 + 1), "amount": f"{i}.25", "definitionId": str(i % 3 + 1),
+             "source": "POS", "description": f"receipt {i}",
+             "timeStamp": f"2026-11-25T10:{i % 60:02d}:00"} for i in range(1, 601)]
+    rows[10]["amount"] = "ten"
+    rows[200]["contactId"] = "nope"
+    rows[300]["contactId"] = "00000000-0000-4000-8000-000000000300"
+    rows[555]["contactId"] = "00000000-0000-4000-8000-000000000555"
+    return write_csv(path, rows)
+
+
+def start(sim: SimulatorServer, workdir: Path, *extra: str) -> subprocess.Popen[str]:
+    (workdir / "cfg.toml").write_text(CONFIG)
+    env = {**os.environ, "ENGAGE_BASE_URL": sim.url, "ENGAGE_API_KEY": "sim-key"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "run", "in.csv", "--batch-size", BATCH,
+         "--config", "cfg.toml", "--summary", "summary.json", *extra],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def report_of(result) -> tuple[Any, ...]:
+    summary = result.summary()
+    keys = ("rows_read", "rows_accepted", "rows_rejected", "rejected_by_stage",
+            "points_by_definition", "exit_code", "import_id")
+    return tuple(summary[k] for k in keys), result.rejects("in.rejects.csv")
+
+
+def content(t: dict[str, Any]) -> tuple[str, str]:
+    return (t["contactId"], t["description"])
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[Any, ...]:
+    """The outcome of an uninterrupted run."""
+    workdir = tmp_path_factory.mktemp("baseline")
+    source_file(workdir / "in.csv")
+    with SimulatorServer(SimulatorConfig()) as sim:
+        code, err = finish(start(sim, workdir))
+        assert code == 3, err
+    from tests.conftest import Result
+
+    return report_of(Result(code, "", err, workdir))
+
+
+POINTS = [(k, when) for k in range(1, 11) for when in ("before", "after")]
+
+
+@pytest.mark.parametrize(("at", "when"), POINTS, ids=[f"{w}-post-{k}" for k, w in POINTS])
+def test_killed_anywhere_then_resumed_lands_every_row_once(killable, run_cli, tmp_path, baseline,
+                                                           at, when):
+    """SIGKILL at 20 points (in flight, or just answered), then a re-run: exactly once, and
+    the same report as an uninterrupted run."""
+    sim, killer = killable
+    source_file(tmp_path / "in.csv")
+    proc = start(sim, tmp_path)
+    killer.arm(proc.pid, at, when)
+    code, _ = finish(proc)
+    assert code == -signal.SIGKILL
+    result = run_cli("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json",
+                     sim=sim, config=CONFIG)
+    assert result.code == 3, result.err
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 and max(counts.values()) == 1
+    assert report_of(result) == baseline
+
+
+@pytest.mark.parametrize("killable", [{"faults": {"apply_then_fail_rate": 0.5, "seed": 5}}],
+                         indirect=True)
+@pytest.mark.parametrize("at", [2, 3, 5, 8])
+def test_killed_during_apply_then_fail_then_resumed_lands_every_row_once(killable, run_cli,
+                                                                         tmp_path, at):
+    """Killed right after an applied-then-failed answer: the re-run re-sends the same key and
+    Engage replays it; nothing doubles."""
+    sim, killer = killable
+    source_file(tmp_path / "in.csv")
+    proc = start(sim, tmp_path)
+    killer.arm(proc.pid, at, "after")
+    finish(proc)
+    result = run_cli("run", "in.csv", "--batch-size", BATCH, sim=sim, config=CONFIG)
+    assert result.code == 3, result.err
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 and max(counts.values()) == 1
+
+
+@pytest.mark.parametrize("killable", [{"idempotency_window_seconds": 1,
+                                       "faults": {"apply_then_fail_rate": 1.0,
+                                                  "apply_then_fail_mode": "500"}}],
+                         indirect=True)
+def test_in_doubt_past_the_window_is_reconciled_not_resent(killable, run_cli, tmp_path):
+    """Applied, answer lost, crash; Engage forgets the key; the re-run finds the rows by GET
+    and does not send them again."""
+    sim, killer = killable
+    source_file(tmp_path / "in.csv")
+    proc = start(sim, tmp_path)
+    killer.arm(proc.pid, 3, "after")  # POST 3 applied batch 2 and answered 500: in doubt
+    finish(proc)
+    held = len(stored(sim))
+    time.sleep(1.2)  # past Engage's (1 s) and our (0.5 s) window
+    result = run_cli("run", "in.csv", "--batch-size", BATCH, "--idempotency-window", "0.5",
+                     sim=sim, config=CONFIG)
+    assert result.code == 3, result.err
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 and max(counts.values()) == 1
+    assert held == 100  # batches 1 and 2 were applied before the crash
+    gets = [r for r in sim.store.requests if r.method == "GET" and r.path.endswith("/transactions")]
+    assert gets, "the in-doubt batch was reconciled through GET"
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_completes(killable, run_cli, tmp_path):
+    """SIGTERM mid-run: exit 1, summary and rejects written (unsent rows marked), and the
+    re-run completes exactly once."""
+    sim, killer = killable
+    source_file(tmp_path / "in.csv")
+    proc = start(sim, tmp_path)
+    killer.arm(proc.pid, 4, "before", signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 1, err
+    summary = (tmp_path / "summary.json").read_text()
+    assert '"status": "interrupted"' in summary
+    rejects = (tmp_path / "in.rejects.csv").read_text()
+    assert ",unsent," in rejects
+    assert "Traceback" not in err
+    result = run_cli("run", "in.csv", "--batch-size", BATCH, sim=sim, config=CONFIG)
+    assert result.code == 3, result.err
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 and max(counts.values()) == 1
+
+
+@pytest.mark.parametrize("killable", [{"faults": {"latency_ms": 150}}], indirect=True)
+def test_a_second_run_of_the_same_import_exits_2(killable, tmp_path):
+    """Two processes on one import: one proceeds, the other exits 2 naming the holder."""
+    sim, _ = killable
+    source_file(tmp_path / "in.csv")
+    first = start(sim, tmp_path)
+    deadline = time.monotonic() + 30
+    while not any(r.method == "POST" for r in sim.store.requests):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.02)
+    second = start(sim, tmp_path)
+    code2, err2 = finish(second)
+    code1, err1 = finish(first)
+    assert (code1, code2) == (3, 2), (err1, err2)
+    assert f"pid {first.pid}" in err2
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 and max(counts.values()) == 1
+
+
+def test_a_finished_import_is_not_sent_again_unless_forced(simulator, run_cli, tmp_path):
+    """A re-run of a finished import sends nothing, says so and reports the same; --force
+    needs --yes off a terminal, then sends again under new keys."""
+    sim = simulator()
+    source_file(tmp_path / "in.csv")
+    args = ("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json")
+    first = run_cli(*args, sim=sim, config=CONFIG)
+    posts = sum(r.method == "POST" for r in sim.store.requests)
+    again = run_cli(*args, sim=sim, config=CONFIG)
+    assert again.code == first.code == 3
+    assert "already finished" in again.err and "nothing sent" in again.err
+    assert sum(r.method == "POST" for r in sim.store.requests) == posts
+    assert report_of(again) == report_of(first)
+    refused = run_cli(*args, "--force", sim=sim, config=CONFIG)
+    assert refused.code == 2 and "--yes" in refused.err
+    forced = run_cli(*args, "--force", "--yes", sim=sim, config=CONFIG)
+    assert forced.code == 3
+    assert len(stored(sim)) == 2 * 596
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda p: p.write_bytes(b"this is not a database, just text" * 100), "corrupt"),
+        (lambda p: sqlite3.connect(p).execute("CREATE TABLE foo (x)").connection.commit(),
+         "not a points-import journal"),
+    ],
+    ids=["corrupt", "foreign"],
+)
+def test_an_unusable_journal_exits_2(simulator, run_cli, tmp_path, make, says):
+    """A corrupt or foreign journal file: exit 2 with a clear message, nothing sent."""
+    sim = simulator()
+    source_file(tmp_path / "in.csv")
+    (tmp_path / ".points-import").mkdir()
+    make(tmp_path / ".points-import" / "journal.sqlite")
+    result = run_cli("run", "in.csv", sim=sim, config=CONFIG)
+    assert result.code == 2, result.err
+    assert says in result.err
+    assert not any(r.method == "POST" for r in sim.store.requests)
+
+
+def test_a_newer_journal_exits_2(simulator, run_cli, tmp_path):
+    """A journal written by a newer points-import is refused, not overwritten."""
+    sim = simulator()
+    source_file(tmp_path / "in.csv")
+    assert run_cli("validate", "in.csv").code == 3
+    write_csv(tmp_path / "one.csv", [{"contactId": contact_id(1), "amount": "1",
+                                      "definitionId": "1", "source": "s", "description": "d"}])
+    assert run_cli("run", "one.csv", sim=sim, config=CONFIG).code == 0
+    db = sqlite3.connect(tmp_path / ".points-import" / "journal.sqlite")
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    result = run_cli("run", "in.csv", sim=sim, config=CONFIG)
+    assert result.code == 2 and "newer" in result.err
+
+
+def test_status_runs_and_reconcile_describe_an_import(simulator, run_cli, tmp_path):
+    """status shows batches by state, runs lists the import, reconcile finds every row once."""
+    sim = simulator()
+    source_file(tmp_path / "in.csv")
+    first = run_cli("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json",
+                    sim=sim, config=CONFIG)
+    import_id = first.summary()["import_id"]
+    status = run_cli("status", import_id)
+    assert status.code == 0 and "done 12" in status.err and "finished" in status.err
+    runs = run_cli("runs")
+    assert runs.code == 0 and import_id in runs.err
+    check = run_cli("reconcile", import_id, sim=sim, config=CONFIG)
+    assert check.code == 0, check.err
+    assert "596 accepted rows" in check.err and "exactly once" in check.err
+    again = {"contactId": contact_id(2), "amount": 1.25, "definitionId": 2, "source": "POS",
+             "description": "receipt 1", "timeStamp": "2026-11-25T10:01:00+00:00"}
+    posted = httpx.post(f"{sim.url}/api/v2/point-accounts/transactions", json=[again],
+                        headers={"apikey": "sim-key"})
+    assert posted.status_code == 202 and not posted.json()["notAccepted"]
+    broken = run_cli("reconcile", import_id, "--sample", "596", sim=sim, config=CONFIG)
+    assert broken.code == 3
+    assert "row 1: doubled: Engage holds it 2 time(s), expected 1" in broken.err
