@@ -52,8 +52,11 @@ _summary = click.option(
 )
 
 
-_state_dir = click.option("--state-dir", type=click.Path(path_type=Path),
-                          help="Folder of the run journal [default: from config, .points-import].")
+_state_dir = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Folder of the run journal [default: from config, .points-import].",
+)
 
 
 @app.command("run")
@@ -62,20 +65,37 @@ _state_dir = click.option("--state-dir", type=click.Path(path_type=Path),
 @click.option("--dry-run", is_flag=True, help="Do everything but POST (no journal entry).")
 @_rejects
 @_summary
-@click.option("--import-id",
-              help="The import's identity; keys derive from it [default: the input's fingerprint].")
-@click.option("--batch-size", type=click.IntRange(1, 1000),
-              help="Rows per request, at most 1000 [default: from config, 1000].")
+@click.option(
+    "--import-id",
+    help="The import's identity; keys derive from it [default: the input's fingerprint].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1000),
+    help="Rows per request, at most 1000 [default: from config, 1000].",
+)
 @_state_dir
-@click.option("--idempotency-window", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a batch in doubt is re-sent under its own key; older ones are "
-                   "reconciled first [default: from config, 82800].")
+@click.option(
+    "--idempotency-window",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a batch in doubt is re-sent under its own key; older ones are "
+    "reconciled first [default: from config, 82800].",
+)
 @click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
 @click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
-def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | None,
-            summary: Path | None, import_id: str | None, batch_size: int | None,
-            state_dir: Path | None, idempotency_window: float | None, force: bool,
-            yes: bool) -> int:
+def run_cmd(
+    input: Path,
+    config: Path | None,
+    dry_run: bool,
+    rejects: Path | None,
+    summary: Path | None,
+    import_id: str | None,
+    batch_size: int | None,
+    state_dir: Path | None,
+    idempotency_window: float | None,
+    force: bool,
+    yes: bool,
+) -> int:
     """Import INPUT into Engage (ENGAGE_BASE_URL, ENGAGE_API_KEY).
 
     INPUT is a CSV, TSV, Parquet or NDJSON file, optionally gzipped. A run of an import that
@@ -85,10 +105,17 @@ def run_cmd(input: Path, config: Path | None, dry_run: bool, rejects: Path | Non
     from pipeline.commands import ImportOptions, import_file
 
     cfg = _setup(config)
-    options = ImportOptions(rejects=rejects, summary=summary, import_id=import_id,
-                            batch_size=batch_size, dry_run=dry_run, state_dir=state_dir,
-                            idempotency_window=idempotency_window, force=force,
-                            confirm=_confirmer(yes))
+    options = ImportOptions(
+        rejects=rejects,
+        summary=summary,
+        import_id=import_id,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        state_dir=state_dir,
+        idempotency_window=idempotency_window,
+        force=force,
+        confirm=_confirmer(yes),
+    )
     return import_file(cfg, input, options, dict(os.environ))
 
 
@@ -109,8 +136,9 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
 @_config
 @_rejects
 @_summary
-def validate_cmd(input: Path, config: Path | None, rejects: Path | None,
-                 summary: Path | None) -> int:
+def validate_cmd(
+    input: Path, config: Path | None, rejects: Path | None, summary: Path | None
+) -> int:
     """Load and validate INPUT only, without network.
 
     The invalid rows go to the rejects report; exit 0 if every row is valid, else 3.
@@ -118,8 +146,9 @@ def validate_cmd(input: Path, config: Path | None, rejects: Path | None,
     from pipeline.commands import ImportOptions, import_file
 
     cfg = _setup(config)
-    return import_file(cfg, input, ImportOptions(rejects=rejects, summary=summary,
-                                                 dry_run=True), None)
+    return import_file(
+        cfg, input, ImportOptions(rejects=rejects, summary=summary, dry_run=True), None
+    )
 
 
 @app.command("status")
@@ -152,10 +181,14 @@ def runs_cmd(config: Path | None, state_dir: Path | None) -> int:
 @click.argument("import_id")
 @_config
 @_state_dir
-@click.option("--sample", type=click.IntRange(min=1),
-              help="Check this many accepted rows, drawn at random [default: all].")
-def reconcile_cmd(import_id: str, config: Path | None, state_dir: Path | None,
-                  sample: int | None) -> int:
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    help="Check this many accepted rows, drawn at random [default: all].",
+)
+def reconcile_cmd(
+    import_id: str, config: Path | None, state_dir: Path | None, sample: int | None
+) -> int:
     """Check through Engage's GET endpoints that every accepted row of IMPORT_ID is there once.
 
     Exit 0 when everything matches, 3 when a row is missing or doubled (listed on stderr).

@@ -41,15 +41,22 @@ class ImportOptions:
     confirm: Callable[[str], bool] = field(default=lambda message: False)
 
 
-def import_file(cfg: Config, input: Path, options: ImportOptions, env: dict[str, str] | None) -> int:
+def import_file(
+    cfg: Config, input: Path, options: ImportOptions, env: dict[str, str] | None
+) -> int:
     """Run one import and write its reports; ``env=None`` means no network at all."""
     cfg = _with_overrides(cfg, options)
     settings = RunSettings(
-        input=input, config=cfg, timezone=resolve_timezone(cfg.input.timezone),
-        import_id=options.import_id, dry_run=options.dry_run, batch_size=options.batch_size,
+        input=input,
+        config=cfg,
+        timezone=resolve_timezone(cfg.input.timezone),
+        import_id=options.import_id,
+        dry_run=options.dry_run,
+        batch_size=options.batch_size,
         rejects_path=options.rejects
         or (options.summary.parent if options.summary else Path.cwd()) / _rejects_name(input),
-        force=options.force, confirm=options.confirm,
+        force=options.force,
+        confirm=options.confirm,
     )
     creds = _credentials(cfg, env, options.dry_run)
     stop = threading.Event()
@@ -67,9 +74,16 @@ def import_file(cfg: Config, input: Path, options: ImportOptions, env: dict[str,
 
 
 def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
-    journal = cfg.journal.model_copy(update={
-        k: v for k, v in (("state_dir", options.state_dir),
-                          ("idempotency_window", options.idempotency_window)) if v is not None})
+    journal = cfg.journal.model_copy(
+        update={
+            k: v
+            for k, v in (
+                ("state_dir", options.state_dir),
+                ("idempotency_window", options.idempotency_window),
+            )
+            if v is not None
+        }
+    )
     return cfg.model_copy(update={"journal": journal})
 
 
@@ -82,16 +96,25 @@ def _credentials(cfg: Config, env: dict[str, str] | None, dry_run: bool) -> Cred
     if env is None:
         return None
     if dry_run and not env.get(cfg.engage.base_url_env):
-        log.warning("dry run without Engage: point definitions are not checked",
-                    variable=cfg.engage.base_url_env)
+        log.warning(
+            "dry run without Engage: point definitions are not checked",
+            variable=cfg.engage.base_url_env,
+        )
         return None
     return credentials_from_env(cfg.engage, env)
 
 
-def open_client(cfg: Config, creds: Credentials, stop: threading.Event | None = None) -> EngageClient:
+def open_client(
+    cfg: Config, creds: Credentials, stop: threading.Event | None = None
+) -> EngageClient:
     timeout = httpx.Timeout(cfg.engage.read_timeout, connect=cfg.engage.connect_timeout)
-    return EngageClient.connect(creds.base_url, creds.api_key.get_secret_value(),
-                                timeout=timeout, retry=cfg.retry, stop=stop)
+    return EngageClient.connect(
+        creds.base_url,
+        creds.api_key.get_secret_value(),
+        timeout=timeout,
+        retry=cfg.retry,
+        stop=stop,
+    )
 
 
 @contextmanager
@@ -106,8 +129,10 @@ def _graceful(stop: threading.Event) -> Iterator[None]:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
-        log.warning("stopping: no new batches; the request in flight is finished first",
-                    signal=signal.Signals(signum).name)
+        log.warning(
+            "stopping: no new batches; the request in flight is finished first",
+            signal=signal.Signals(signum).name,
+        )
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -125,8 +150,10 @@ def _write(result: RunReport, rejects: Path | None, summary: Path | None) -> Non
     report.render(result.summary, sys.stderr)
     print(f"points-import: {result.message}", file=sys.stderr)
     if result.rejects.height and rejects is not None:
-        print(f"points-import: {result.rejects.height} rejected rows are in {rejects}",
-              file=sys.stderr)
+        print(
+            f"points-import: {result.rejects.height} rejected rows are in {rejects}",
+            file=sys.stderr,
+        )
 
 
 def demo(cfg: Config, output: Path) -> int:
@@ -134,15 +161,21 @@ def demo(cfg: Config, output: Path) -> int:
     from pipeline.simulator import SimulatorServer
 
     sample = _sample_file()
-    options = ImportOptions(rejects=output / "transactions.rejects.csv",
-                            summary=output / "summary.json", state_dir=output / "state")
+    options = ImportOptions(
+        rejects=output / "transactions.rejects.csv",
+        summary=output / "summary.json",
+        state_dir=output / "state",
+    )
     with SimulatorServer(cfg.simulator) as sim:
         env = {cfg.engage.base_url_env: sim.url, cfg.engage.api_key_env: cfg.simulator.api_key}
         _forget(output / "state")
         code = import_file(cfg, sample, options, env)
         held = len(sim.store.transactions)
-    print(f"points-import demo: the simulator at {sim.url} now holds {held} transactions; "
-          f"summary in {output / 'summary.json'}", file=sys.stderr)
+    print(
+        f"points-import demo: the simulator at {sim.url} now holds {held} transactions; "
+        f"summary in {output / 'summary.json'}",
+        file=sys.stderr,
+    )
     return EXIT_OK if code in (EXIT_OK, EXIT_REJECTS) else code
 
 
@@ -157,5 +190,6 @@ def _sample_file() -> Path:
     for folder in (Path("sample_data"), here.parent / "sample_data", here / "_sample_data"):
         if (folder / SAMPLE).is_file():
             return folder / SAMPLE
-    raise ConfigError(f"the demo's sample file sample_data/{SAMPLE} is missing; run it from the "
-                      "project folder")
+    raise ConfigError(
+        f"the demo's sample file sample_data/{SAMPLE} is missing; run it from the project folder"
+    )

@@ -134,8 +134,13 @@ class EngageClient:
         """Every transaction of a contact's point account (all pages, filter All)."""
         items: list[dict[str, Any]] = []
         while True:
-            params = {"contactId": contact_id, "definitionId": definition_id,
-                      "offset": len(items), "count": PAGE, "filter": "All"}
+            params = {
+                "contactId": contact_id,
+                "definitionId": definition_id,
+                "offset": len(items),
+                "count": PAGE,
+                "filter": "All",
+            }
             page = self.get_json(TRANSACTIONS, params) or {}
             chunk = [t for t in page.get("items") or [] if isinstance(t, dict)]
             items.extend(chunk)
@@ -238,6 +243,10 @@ def _is_int(value: object) -> bool:
     return True
 
 
+def _discard(value: object) -> None:
+    """tenacity wants a sleep that returns None; Event.wait returns a bool."""
+
+
 class _StopWhen(tenacity.stop.stop_base):
     """Stop retrying once the run is asked to stop (SIGINT/SIGTERM)."""
 
@@ -279,7 +288,7 @@ def retry_policy(
         retry=tenacity.retry_if_exception_type(TransientEngageError),
         stop=tenacity.stop_after_attempt(settings.max_attempts) | _StopWhen(stopping),
         wait=wait,
-        sleep=lambda seconds: None if sleep(seconds) else None,
+        sleep=lambda seconds: _discard(sleep(seconds)),
         before_sleep=before_sleep,
         reraise=True,
     )

@@ -32,6 +32,7 @@ SCHEMA_VERSION = 1
 APP = "points-import"
 FILENAME = "journal.sqlite"
 STALE_AFTER_S = 600.0  # a holder silent this long on another host is taken as dead
+BEAT_EVERY_S = 30.0  # a holder's heartbeat, while it holds, whatever it is waiting for
 TERMINAL = ("done", "failed")
 
 _SCHEMA = """
@@ -126,6 +127,7 @@ class Journal:
         self.path = path
         self._clock = clock
         self._lock = threading.RLock()
+        self._beating: dict[str, threading.Event] = {}
         self._db = _connect(path)
         try:
             _prepare(self._db, path)
@@ -136,15 +138,18 @@ class Journal:
     @classmethod
     def open(cls, state_dir: Path, create: bool = True) -> Journal:
         if not create and not (state_dir / FILENAME).is_file():
-            raise JournalError(f"no journal in {state_dir}: nothing was run with this "
-                               "--state-dir")
+            raise JournalError(f"no journal in {state_dir}: nothing was run with this --state-dir")
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise JournalError(f"state directory {state_dir} can't be created: {exc.strerror}")
+            raise JournalError(
+                f"state directory {state_dir} can't be created: {exc.strerror}"
+            ) from None
         return cls(state_dir / FILENAME)
 
     def close(self) -> None:
+        for stop in self._beating.values():
+            stop.set()
         with self._lock:
             self._db.close()
 
@@ -156,11 +161,12 @@ class Journal:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One committed transaction, with SQLite's errors made journal errors."""
+        """One committed transaction that holds the write lock from its first read on,
+        with SQLite's errors made journal errors."""
         with self._lock:
             try:
-                with self._db:
-                    yield self._db
+                with _immediate(self._db) as db:
+                    yield db
             except sqlite3.Error as exc:
                 raise _journal_error(exc, self.path) from exc
 
@@ -178,7 +184,9 @@ class Journal:
         return _import(rows[0]) if rows else None
 
     def imports(self) -> list[ImportRecord]:
-        return [_import(r) for r in self._read("SELECT * FROM imports ORDER BY created_at, import_id")]
+        return [
+            _import(r) for r in self._read("SELECT * FROM imports ORDER BY created_at, import_id")
+        ]
 
     def register(
         self,
@@ -198,9 +206,18 @@ class Journal:
                 "INSERT INTO imports (import_id, input_path, input_sha256, plan_sha256, settings,"
                 " definitions, batches, rows, status, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?)",
-                (import_id, input_path, input_sha256, plan_sha256(plan), _dump(settings),
-                 None if definitions is None else _dump(sorted(definitions)), len(plan), rows,
-                 stamp, stamp),
+                (
+                    import_id,
+                    input_path,
+                    input_sha256,
+                    plan_sha256(plan),
+                    _dump(settings),
+                    None if definitions is None else _dump(sorted(definitions)),
+                    len(plan),
+                    rows,
+                    stamp,
+                    stamp,
+                ),
             )
             db.executemany(
                 "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256, state,"
@@ -210,16 +227,24 @@ class Journal:
 
     def set_status(self, import_id: str, status: str, error: str | None = None) -> None:
         with self._write() as db:
-            db.execute("UPDATE imports SET status = ?, last_error = ?, updated_at = ?"
-                       " WHERE import_id = ?", (status, error, _iso(self._clock()), import_id))
+            db.execute(
+                "UPDATE imports SET status = ?, last_error = ?, updated_at = ? WHERE import_id = ?",
+                (status, error, _iso(self._clock()), import_id),
+            )
 
     def finish(self, import_id: str, summary: dict[str, Any], exit_code: int, status: str) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE imports SET status = ?, exit_code = ?, summary = ?, last_error = ?,"
                 " updated_at = ? WHERE import_id = ?",
-                (status, exit_code, _dump(summary), summary.get("error"), _iso(self._clock()),
-                 import_id),
+                (
+                    status,
+                    exit_code,
+                    _dump(summary),
+                    summary.get("error"),
+                    _iso(self._clock()),
+                    import_id,
+                ),
             )
 
     # --- one run at a time ------------------------------------------------------------
@@ -229,26 +254,58 @@ class Journal:
         now = self._clock()
         me, host = os.getpid(), socket.gethostname()
         with self._write() as db:
-            row = db.execute("SELECT holder_pid, holder_host, holder_since, holder_beat"
-                             " FROM imports WHERE import_id = ?", (import_id,)).fetchone()
-            if row and row["holder_pid"] and not _dead(row, now) and row["holder_pid"] != me:
+            row = db.execute(
+                "SELECT holder_pid, holder_host, holder_since, holder_beat"
+                " FROM imports WHERE import_id = ?",
+                (import_id,),
+            ).fetchone()
+            mine = row and (row["holder_pid"], row["holder_host"]) == (me, host)
+            if row and row["holder_pid"] and not mine and not _dead(row, now):
                 raise JournalError(
                     f"import {import_id} is being run by pid {row['holder_pid']} on "
-                    f"{row['holder_host']} since {row['holder_since']}; wait for it to end")
-            db.execute("UPDATE imports SET holder_pid = ?, holder_host = ?, holder_since = ?,"
-                       " holder_beat = ? WHERE import_id = ?", (me, host, _iso(now), now, import_id))
+                    f"{row['holder_host']} since {row['holder_since']}; wait for it to end"
+                )
+            db.execute(
+                "UPDATE imports SET holder_pid = ?, holder_host = ?, holder_since = ?,"
+                " holder_beat = ? WHERE import_id = ?",
+                (me, host, _iso(now), now, import_id),
+            )
+        self._beat_while_held(import_id)
+
+    def _beat_while_held(self, import_id: str) -> None:
+        """Keep the hold's heartbeat fresh through long retries and reconciliations."""
+        if import_id in self._beating:
+            return
+        stop = self._beating[import_id] = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(BEAT_EVERY_S):
+                try:
+                    with self._write() as db:
+                        _beat(db, import_id, self._clock())
+                except (JournalError, sqlite3.ProgrammingError):
+                    return
+
+        threading.Thread(target=beat, name=f"journal-beat-{import_id}", daemon=True).start()
 
     def release(self, import_id: str) -> None:
+        stop = self._beating.pop(import_id, None)
+        if stop is not None:
+            stop.set()
         with self._write() as db:
-            db.execute("UPDATE imports SET holder_pid = NULL, holder_host = NULL,"
-                       " holder_since = NULL, holder_beat = NULL WHERE import_id = ?"
-                       " AND holder_pid = ?", (import_id, os.getpid()))
+            db.execute(
+                "UPDATE imports SET holder_pid = NULL, holder_host = NULL,"
+                " holder_since = NULL, holder_beat = NULL WHERE import_id = ?"
+                " AND holder_pid = ? AND holder_host = ?",
+                (import_id, os.getpid(), socket.gethostname()),
+            )
 
     # --- batches ----------------------------------------------------------------------
 
     def batches(self, import_id: str) -> dict[tuple[int, str], BatchRecord]:
-        rows = self._read("SELECT * FROM batches WHERE import_id = ? ORDER BY seq, part",
-                          (import_id,))
+        rows = self._read(
+            "SELECT * FROM batches WHERE import_id = ? ORDER BY seq, part", (import_id,)
+        )
         return {(r["seq"], r["part"]): _batch(r) for r in rows}
 
     def sending(self, import_id: str, seq: int, part: str) -> None:
@@ -259,7 +316,8 @@ class Journal:
                 "UPDATE batches SET state = 'sending', attempts = attempts + 1,"
                 " first_sent_at = COALESCE(first_sent_at, ?), updated_at = ?"
                 " WHERE import_id = ? AND seq = ? AND part = ?",
-                (now, now, import_id, seq, part))
+                (now, now, import_id, seq, part),
+            )
             _beat(db, import_id, now)
 
     def settle(
@@ -279,11 +337,13 @@ class Journal:
             db.execute(
                 "UPDATE batches SET state = ?, status = ?, reason = ?, updated_at = ?"
                 " WHERE import_id = ? AND seq = ? AND part = ?",
-                (state, status, reason, now, import_id, seq, part))
+                (state, status, reason, now, import_id, seq, part),
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO refused (import_id, source_row, seq, part, stage, reason,"
                 " key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(import_id, row, seq, part, stage, why, key) for row, stage, why in refused])
+                [(import_id, row, seq, part, stage, why, key) for row, stage, why in refused],
+            )
             _beat(db, import_id, now)
 
     def divide(
@@ -297,24 +357,35 @@ class Journal:
         """A batch replaced by children (part, key, rows, sha256, source rows if not derivable)."""
         now = self._clock()
         with self._write() as db:
-            db.execute("UPDATE batches SET state = ?, updated_at = ? WHERE import_id = ?"
-                       " AND seq = ? AND part = ?", (state, now, import_id, seq, part))
+            db.execute(
+                "UPDATE batches SET state = ?, updated_at = ? WHERE import_id = ?"
+                " AND seq = ? AND part = ?",
+                (state, now, import_id, seq, part),
+            )
             db.executemany(
                 "INSERT OR IGNORE INTO batches (import_id, seq, part, key, rows, content_sha256,"
                 " source_rows, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'planned', ?)",
-                [(import_id, seq, p, k, n, sha, None if rows is None else _dump(rows), now)
-                 for p, k, n, sha, rows in children])
+                [
+                    (import_id, seq, p, k, n, sha, None if rows is None else _dump(rows), now)
+                    for p, k, n, sha, rows in children
+                ],
+            )
             _beat(db, import_id, now)
 
     def refused(self, import_id: str) -> list[tuple[int, int, str, str, str]]:
         """Every refused row: (sourceRow, seq, part, stage, reason)."""
-        rows = self._read("SELECT source_row, seq, part, stage, reason FROM refused"
-                          " WHERE import_id = ? ORDER BY source_row", (import_id,))
+        rows = self._read(
+            "SELECT source_row, seq, part, stage, reason FROM refused"
+            " WHERE import_id = ? ORDER BY source_row",
+            (import_id,),
+        )
         return [(r["source_row"], r["seq"], r["part"], r["stage"], r["reason"]) for r in rows]
 
     def counts(self, import_id: str) -> dict[str, int]:
-        rows = self._read("SELECT state, COUNT(*) AS n FROM batches WHERE import_id = ?"
-                          " GROUP BY state", (import_id,))
+        rows = self._read(
+            "SELECT state, COUNT(*) AS n FROM batches WHERE import_id = ? GROUP BY state",
+            (import_id,),
+        )
         return {r["state"]: r["n"] for r in rows}
 
 
@@ -332,7 +403,6 @@ def _connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise _journal_error(exc, path) from exc
-    db.isolation_level = "DEFERRED"
     db.row_factory = sqlite3.Row
     return db
 
@@ -340,12 +410,14 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
     """Create a new journal, or check and migrate an existing one."""
     try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not tables:
-            _create(db)
-        else:
-            _check(db, tables, path)
         db.execute("PRAGMA journal_mode = WAL")
+        with _immediate(db):
+            found = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            tables = {r[0] for r in found}
+            if not tables:
+                _create(db)
+            else:
+                _check(db, tables, path)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
@@ -353,37 +425,66 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _create(db: sqlite3.Connection) -> None:
-    with db:
-        db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-    with db:
-        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                       [("app", APP), ("schema_version", str(SCHEMA_VERSION)),
-                        ("created_at", _iso(time.time()))])
+    """The schema and its meta rows, inside the caller's transaction."""
+    for statement in filter(str.strip, _SCHEMA.split(";")):
+        db.execute(statement)
+    db.executemany(
+        "INSERT INTO meta (key, value) VALUES (?, ?)",
+        [("app", APP), ("schema_version", str(SCHEMA_VERSION)), ("created_at", _iso(time.time()))],
+    )
 
 
 def _check(db: sqlite3.Connection, tables: set[str], path: Path) -> None:
-    meta = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
+    foreign = JournalError(
+        f"{path} is not a points-import journal (another program's SQLite file); "
+        "point --state-dir elsewhere"
+    )
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.OperationalError:
+        raise foreign from None
     if meta.get("app") != APP:
-        raise JournalError(f"{path} is not a points-import journal (another program's SQLite "
-                           "file); point --state-dir elsewhere")
-    version = int(meta.get("schema_version", "0"))
+        raise foreign
+    try:
+        version = int(meta["schema_version"])
+    except (KeyError, ValueError):
+        raise JournalError(f"{path} has no readable schema version: it is damaged") from None
     if version > SCHEMA_VERSION:
-        raise JournalError(f"{path} was written by a newer points-import (journal schema "
-                           f"{version}, this one knows {SCHEMA_VERSION}); upgrade points-import")
+        raise JournalError(
+            f"{path} was written by a newer points-import (journal schema {version}, this one "
+            f"knows {SCHEMA_VERSION}); upgrade points-import"
+        )
     for target in range(version + 1, SCHEMA_VERSION + 1):
-        with db:
-            db.executescript(_MIGRATIONS[target])
-            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+        if target not in _MIGRATIONS:
+            raise JournalError(f"{path} has journal schema {version}, which can't be migrated")
+        for statement in filter(str.strip, _MIGRATIONS[target].split(";")):
+            db.execute(statement)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
 
 
 def _journal_error(exc: sqlite3.Error, path: Path) -> JournalError:
     text = str(exc)
     if "readonly" in text or "read-only" in text:
-        return JournalError(f"journal {path} is read-only; make it writable or use another "
-                            "--state-dir")
+        return JournalError(
+            f"journal {path} is read-only; make it writable or use another --state-dir"
+        )
     if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return JournalError(f"journal {path} is corrupt ({text}); move it aside to start over "
-                            "(what it recorded is then forgotten)")
+        return JournalError(
+            f"journal {path} is corrupt ({text}); move it aside to start over "
+            "(what it recorded is then forgotten)"
+        )
     if "locked" in text or "busy" in text:
         return JournalError(f"journal {path} is locked by another process ({text})")
     return JournalError(f"journal {path} can't be used: {text}")
@@ -402,27 +503,47 @@ def _dead(row: sqlite3.Row, now: float) -> bool:
 
 
 def _beat(db: sqlite3.Connection, import_id: str, now: float) -> None:
-    db.execute("UPDATE imports SET holder_beat = ?, updated_at = ? WHERE import_id = ?",
-               (now, _iso(now), import_id))
+    db.execute(
+        "UPDATE imports SET holder_beat = ?, updated_at = ? WHERE import_id = ?",
+        (now, _iso(now), import_id),
+    )
 
 
 def _import(r: sqlite3.Row) -> ImportRecord:
-    holder = (f"pid {r['holder_pid']} on {r['holder_host']} since {r['holder_since']}"
-              if r["holder_pid"] else None)
+    holder = (
+        f"pid {r['holder_pid']} on {r['holder_host']} since {r['holder_since']}"
+        if r["holder_pid"]
+        else None
+    )
     return ImportRecord(
-        import_id=r["import_id"], input_path=r["input_path"], input_sha256=r["input_sha256"],
-        plan_sha256=r["plan_sha256"], settings=json.loads(r["settings"]),
+        import_id=r["import_id"],
+        input_path=r["input_path"],
+        input_sha256=r["input_sha256"],
+        plan_sha256=r["plan_sha256"],
+        settings=json.loads(r["settings"]),
         definitions=json.loads(r["definitions"]) if r["definitions"] else None,
-        batches=r["batches"], rows=r["rows"], status=r["status"], exit_code=r["exit_code"],
-        summary=json.loads(r["summary"]) if r["summary"] else None, last_error=r["last_error"],
-        created_at=r["created_at"], updated_at=r["updated_at"], holder=holder,
+        batches=r["batches"],
+        rows=r["rows"],
+        status=r["status"],
+        exit_code=r["exit_code"],
+        summary=json.loads(r["summary"]) if r["summary"] else None,
+        last_error=r["last_error"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        holder=holder,
     )
 
 
 def _batch(r: sqlite3.Row) -> BatchRecord:
     return BatchRecord(
-        seq=r["seq"], part=r["part"], key=r["key"], rows=r["rows"], state=r["state"],
-        attempts=r["attempts"], first_sent_at=r["first_sent_at"], status=r["status"],
+        seq=r["seq"],
+        part=r["part"],
+        key=r["key"],
+        rows=r["rows"],
+        state=r["state"],
+        attempts=r["attempts"],
+        first_sent_at=r["first_sent_at"],
+        status=r["status"],
         reason=r["reason"],
         source_rows=json.loads(r["source_rows"]) if r["source_rows"] else None,
     )

@@ -23,8 +23,13 @@ TIERS = (
     ("contactid", "definitionid"),
     ("contactid",),
 )
-_API = {"contactid": "contactId", "definitionid": "definitionId", "amount": "amount",
-        "source": "source", "description": "description"}
+_API = {
+    "contactid": "contactId",
+    "definitionid": "definitionId",
+    "amount": "amount",
+    "source": "source",
+    "description": "description",
+}
 
 
 def match_not_accepted(rows: pl.DataFrame, result: PostResult) -> list[tuple[int, str]]:

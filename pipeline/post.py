@@ -31,8 +31,11 @@ from pipeline.reconcile import find_applied
 
 log = structlog.get_logger("pipeline.post")
 OUTCOME_SCHEMA = {
-    SOURCE_ROW: pl.Int64, "accepted": pl.Boolean, "stage": pl.String,
-    "reason": pl.String, "idempotencyKey": pl.String,
+    SOURCE_ROW: pl.Int64,
+    "accepted": pl.Boolean,
+    "stage": pl.String,
+    "reason": pl.String,
+    "idempotencyKey": pl.String,
 }
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
 
@@ -44,8 +47,9 @@ class Recorder(Protocol):
 
     def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None: ...
 
-    def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:
-        ...
+    def divided(
+        self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool
+    ) -> None: ...
 
 
 class NoRecorder:
@@ -89,23 +93,38 @@ class _Ledger:
     requests: int = 0
     unmatched: int = 0
 
-    def settle(self, rows: pl.DataFrame, key: str | None, stage: str | None, reason: str | None) -> None:
-        self.parts.append(rows.select(
-            pl.col(SOURCE_ROW),
-            pl.lit(stage is None).alias("accepted"),
-            pl.lit(stage, pl.String).alias("stage"),
-            pl.lit(reason, pl.String).alias("reason"),
-            pl.lit(key, pl.String).alias("idempotencyKey"),
-        ))
+    def settle(
+        self, rows: pl.DataFrame, key: str | None, stage: str | None, reason: str | None
+    ) -> None:
+        self.parts.append(
+            rows.select(
+                pl.col(SOURCE_ROW),
+                pl.lit(stage is None).alias("accepted"),
+                pl.lit(stage, pl.String).alias("stage"),
+                pl.lit(reason, pl.String).alias("reason"),
+                pl.lit(key, pl.String).alias("idempotencyKey"),
+            )
+        )
 
     def refuse(self, rows: pl.DataFrame, key: str, refused: Refused) -> None:
         """``rows`` accepted, except the refused ones, each with its stage and reason."""
-        frame = pl.DataFrame(refused, schema={SOURCE_ROW: pl.Int64, "stage": pl.String,
-                                              "reason": pl.String}, orient="row")
+        frame = pl.DataFrame(
+            refused,
+            schema={SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String},
+            orient="row",
+        )
         self.settle(rows.join(frame, on=SOURCE_ROW, how="anti"), key, None, None)
-        self.parts.append(rows.select(SOURCE_ROW).join(frame, on=SOURCE_ROW).select(
-            pl.col(SOURCE_ROW), pl.lit(False).alias("accepted"), "stage", "reason",
-            pl.lit(key, pl.String).alias("idempotencyKey")))
+        self.parts.append(
+            rows.select(SOURCE_ROW)
+            .join(frame, on=SOURCE_ROW)
+            .select(
+                pl.col(SOURCE_ROW),
+                pl.lit(False).alias("accepted"),
+                "stage",
+                "reason",
+                pl.lit(key, pl.String).alias("idempotencyKey"),
+            )
+        )
 
     def settled_rows(self) -> pl.DataFrame:
         if not self.parts:
@@ -117,23 +136,32 @@ class _Ledger:
 
 
 class _Poster:
-    def __init__(self, client: EngageClient | None, recorder: Recorder, resume: Resume) -> None:
-        self.client = client
+    def __init__(
+        self,
+        client: EngageClient | None,
+        recorder: Recorder,
+        resume: Resume,
+        ledger: _Ledger | None = None,
+        unsent: str = "not settled yet",
+    ) -> None:
+        self.client = client  # None: only report what the journal knows, send nothing
         self.recorder = recorder
         self.resume = resume
-        self.ledger = _Ledger()
+        self.ledger = ledger or _Ledger()
+        self.unsent = unsent
 
     def walk(self, batch: Batch) -> None:
         """Settle ``batch`` from what the journal knows of it, sending what needs sending."""
         record = self.resume.records.get((batch.seq, batch.part))
         state = record.state if record else "planned"
         if record and state in ("done", "failed"):
-            self.ledger.refuse(batch.rows, batch.key, self.resume.refused.get(
-                (batch.seq, batch.part), []))
+            self.ledger.refuse(
+                batch.rows, batch.key, self.resume.refused.get((batch.seq, batch.part), [])
+            )
         elif record and state in ("split", "reconciled"):
             self._walk_children(batch, record)
-        elif self.client is None:  # only reporting what the journal knows
-            self.ledger.settle(batch.rows, None, "unsent", "not settled yet")
+        elif self.client is None:
+            self.ledger.settle(batch.rows, None, "unsent", self.unsent)
         elif record and state == "sending" and self._too_old(record):
             self._reconcile(batch, record.first_sent_at)
         else:
@@ -175,9 +203,14 @@ class _Poster:
         self.ledger.unmatched += len(result.not_accepted) - len(refused)
         self.recorder.settled(batch, "done", result.status, refused)
         self.ledger.refuse(batch.rows, batch.key, refused)
-        bound.info("batch posted", status=result.status, attempts=result.attempts,
-                   latency_s=_since(started), accepted=batch.rows.height - len(refused),
-                   not_accepted=len(refused))
+        bound.info(
+            "batch posted",
+            status=result.status,
+            attempts=result.attempts,
+            latency_s=_since(started),
+            accepted=batch.rows.height - len(refused),
+            not_accepted=len(refused),
+        )
 
     def _refused(self, batch: Batch, exc: BatchRejectedError) -> None:
         if batch.rows.height == 1:
@@ -196,16 +229,22 @@ class _Poster:
         assert self.client is not None, "reconciling needs a client"
         applied = find_applied(batch.rows, self.client, since)
         missing = batch.rows.filter(~pl.col(SOURCE_ROW).is_in(sorted(applied)))
-        log.warning("batch reconciled", batch=batch.label, key=batch.key,
-                    found=len(applied), resent=missing.height)
+        log.warning(
+            "batch reconciled",
+            batch=batch.label,
+            key=batch.key,
+            found=len(applied),
+            resent=missing.height,
+        )
         if not missing.height:
             self.recorder.settled(batch, "done", None, [])
             self.ledger.settle(batch.rows, batch.key, None, None)
             return
         child = Batch(batch.seq, child_key(batch.key, "r"), missing, batch.part + "r")
         self.recorder.divided(batch, "reconciled", [child], explicit=True)
-        self.ledger.settle(batch.rows.join(missing, on=SOURCE_ROW, how="anti"), batch.key,
-                           None, None)
+        self.ledger.settle(
+            batch.rows.join(missing, on=SOURCE_ROW, how="anti"), batch.key, None, None
+        )
         self.walk(child)
 
 
@@ -222,18 +261,23 @@ def post(
     pending = iter(batches)
     for batch in pending:
         if should_stop() and _needs_sending(batch, poster.resume):
-            _settle_unsent(ledger, [batch, *pending], "not sent: the run was interrupted")
-            return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched,
-                          interrupted=True)
+            _settle_rest(poster, [batch, *pending], "not sent: the run was interrupted")
+            return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched, interrupted=True)
         requests = ledger.requests
         try:
             poster.walk(batch)
         except EngageError as exc:
             _settle_in_doubt(ledger, batch, exc)
-            _settle_unsent(ledger, list(pending), f"not sent: the run stopped ({exc})")
+            _settle_rest(poster, list(pending), f"not sent: the run stopped ({exc})")
             sent += ledger.requests > requests
-            return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched, exc,
-                          interrupted=should_stop())
+            return Posted(
+                ledger.frame(),
+                ledger.requests,
+                sent,
+                ledger.unmatched,
+                exc,
+                interrupted=should_stop(),
+            )
         sent += ledger.requests > requests
     return Posted(ledger.frame(), ledger.requests, sent, ledger.unmatched)
 
@@ -247,16 +291,20 @@ def _settle_in_doubt(ledger: _Ledger, batch: Batch, exc: EngageError) -> None:
     """Rows of the batch in flight that no answer settled."""
     rows = batch.rows.join(ledger.settled_rows(), on=SOURCE_ROW, how="anti")
     if isinstance(exc, TransientEngageError):
-        reason = (f"outcome unknown ({exc}); re-run the same input to settle it: the same key "
-                  "is sent again and Engage applies it at most once")
+        reason = (
+            f"outcome unknown ({exc}); re-run the same input to settle it: the same key "
+            "is sent again and Engage applies it at most once"
+        )
     else:
         reason = f"not applied: {exc}"
     ledger.settle(rows, batch.key, "batch", reason)
 
 
-def _settle_unsent(ledger: _Ledger, batches: list[Batch], why: str) -> None:
+def _settle_rest(poster: _Poster, batches: list[Batch], why: str) -> None:
+    """Batches the run won't send: what earlier runs settled is reported, the rest unsent."""
+    reporter = _Poster(None, NoRecorder(), poster.resume, poster.ledger, unsent=why)
     for batch in batches:
-        ledger.settle(batch.rows, None, "unsent", why)
+        reporter.walk(batch)
 
 
 def _since(started: float) -> float:

@@ -117,7 +117,8 @@ def _plan(settings: RunSettings, client: EngageClient | None, journal: Journal |
     if record is not None and record.input_sha256 != loaded.sha256:
         raise JournalError(
             f"import {import_id} was started from another file ({record.input_path}, "
-            f"sha256 {record.input_sha256[:12]}…); give this one another --import-id")
+            f"sha256 {record.input_sha256[:12]}…); give this one another --import-id"
+        )
     if record is not None and record.definitions is not None:
         known: frozenset[int] | None = frozenset(record.definitions)  # as the plan was made
     else:
@@ -139,16 +140,23 @@ def _definitions(client: EngageClient | None, cfg: Config) -> frozenset[int] | N
 
 def _rules(settings: RunSettings, known: frozenset[int] | None) -> Rules:
     v = settings.config.validation
-    return Rules(timezone=settings.timezone, allow_duplicates=v.allow_duplicates,
-                 max_source_length=v.max_source_length,
-                 max_description_length=v.max_description_length, definition_ids=known)
+    return Rules(
+        timezone=settings.timezone,
+        allow_duplicates=v.allow_duplicates,
+        max_source_length=v.max_source_length,
+        max_description_length=v.max_description_length,
+        definition_ids=known,
+    )
 
 
 # --- with a journal ------------------------------------------------------------------
 
 
 def _journaled(
-    settings: RunSettings, plan: _Plan, client: EngageClient, should_stop: Callable[[], bool],
+    settings: RunSettings,
+    plan: _Plan,
+    client: EngageClient,
+    should_stop: Callable[[], bool],
     journal: Journal,
 ) -> tuple[_Plan, Posted, str]:
     note = ""
@@ -162,8 +170,9 @@ def _journaled(
     try:
         journal.set_status(plan.import_id, "running")
         resume = _resume(journal, plan.import_id, settings)
-        posted = post(plan.batches, client, should_stop, _JournalRecorder(journal, plan.import_id),
-                      resume)
+        posted = post(
+            plan.batches, client, should_stop, _JournalRecorder(journal, plan.import_id), resume
+        )
     finally:
         journal.release(plan.import_id)
     return plan, posted, note
@@ -175,8 +184,10 @@ def _replayed(plan: _Plan, journal: Journal, settings: RunSettings) -> Posted:
 
 
 def _finished_note(record: ImportRecord) -> str:
-    return (f"import {record.import_id} already finished ({record.updated_at}, exit "
-            f"{record.exit_code}): nothing sent; --force sends it again")
+    return (
+        f"import {record.import_id} already finished ({record.updated_at}, exit "
+        f"{record.exit_code}): nothing sent; --force sends it again"
+    )
 
 
 def _forced(settings: RunSettings, plan: _Plan, journal: Journal) -> _Plan:
@@ -185,9 +196,11 @@ def _forced(settings: RunSettings, plan: _Plan, journal: Journal) -> _Plan:
     n = next(i for i in range(1, 10_000) if f"{plan.import_id}+force{i}" not in taken)
     import_id = f"{plan.import_id}+force{n}"
     rows = plan.validated.valid.height
-    message = (f"import {plan.import_id} already finished; --force sends its {rows} valid rows "
-               f"again in {len(plan.batches)} batches as import {import_id}. Engage will hold "
-               "them twice if it kept the first import. Go on?")
+    message = (
+        f"import {plan.import_id} already finished; --force sends its {rows} valid rows "
+        f"again in {len(plan.batches)} batches as import {import_id}. Engage will hold "
+        "them twice if it kept the first import. Go on?"
+    )
     if not settings.confirm(message):
         raise ConfigError("--force not confirmed: nothing sent")
     size = settings.batch_size or settings.config.batching.batch_size
@@ -202,15 +215,24 @@ def _register(journal: Journal, plan: _Plan, settings: RunSettings) -> None:
             raise JournalError(
                 f"import {plan.import_id} was planned with other settings (batch size, time "
                 "zone, columns or validation); re-run it with the same config, or give it "
-                "another --import-id")
+                "another --import-id"
+            )
         return
     try:
-        journal.register(plan.import_id, str(settings.input), plan.loaded.sha256, steps,
-                         _shaping(settings), _sorted(plan.definitions), plan.loaded.frame.height)
+        journal.register(
+            plan.import_id,
+            str(settings.input),
+            plan.loaded.sha256,
+            steps,
+            _shaping(settings),
+            _sorted(plan.definitions),
+            plan.loaded.frame.height,
+        )
     except JournalError as exc:
         if isinstance(exc.__cause__, sqlite3.IntegrityError):
-            raise JournalError(f"import {plan.import_id} was registered by another process "
-                               "just now; let it run") from exc
+            raise JournalError(
+                f"import {plan.import_id} was registered by another process just now; let it run"
+            ) from exc
         raise
 
 
@@ -224,9 +246,13 @@ def _plan_rows(batches: Sequence[chunking.Batch]) -> list[tuple[int, str, int, s
 
 def _shaping(settings: RunSettings) -> dict[str, Any]:
     cfg = settings.config
-    return {"batch_size": settings.batch_size or cfg.batching.batch_size,
-            "timezone": settings.timezone, "columns": cfg.columns,
-            "validation": cfg.validation.model_dump(), "format": cfg.input.format}
+    return {
+        "batch_size": settings.batch_size or cfg.batching.batch_size,
+        "timezone": settings.timezone,
+        "columns": cfg.columns,
+        "validation": cfg.validation.model_dump(),
+        "format": cfg.input.format,
+    }
 
 
 def _resume(journal: Journal, import_id: str, settings: RunSettings) -> Resume:
@@ -253,43 +279,73 @@ class _JournalRecorder:
     def sending(self, batch: chunking.Batch) -> None:
         self.journal.sending(self.import_id, batch.seq, batch.part)
 
-    def settled(self, batch: chunking.Batch, state: str, status: int | None,
-                refused: Refused) -> None:
-        self.journal.settle(self.import_id, batch.seq, batch.part, state, status, refused,
-                            batch.key)
+    def settled(
+        self, batch: chunking.Batch, state: str, status: int | None, refused: Refused
+    ) -> None:
+        self.journal.settle(
+            self.import_id, batch.seq, batch.part, state, status, refused, batch.key
+        )
 
-    def divided(self, batch: chunking.Batch, state: str, children: Sequence[chunking.Batch],
-                explicit: bool) -> None:
-        self.journal.divide(self.import_id, batch.seq, batch.part, state, [
-            (c.part, c.key, c.rows.height, hashlib.sha256(c.body).hexdigest(),
-             c.rows[SOURCE_ROW].to_list() if explicit else None) for c in children])
+    def divided(
+        self, batch: chunking.Batch, state: str, children: Sequence[chunking.Batch], explicit: bool
+    ) -> None:
+        self.journal.divide(
+            self.import_id,
+            batch.seq,
+            batch.part,
+            state,
+            [
+                (
+                    c.part,
+                    c.key,
+                    c.rows.height,
+                    hashlib.sha256(c.body).hexdigest(),
+                    c.rows[SOURCE_ROW].to_list() if explicit else None,
+                )
+                for c in children
+            ],
+        )
 
 
 # --- the report ----------------------------------------------------------------------
 
 
-def _report(settings: RunSettings, plan: _Plan, posted: Posted, started: datetime,
-            clock: float, note: str) -> RunReport:
+def _report(
+    settings: RunSettings, plan: _Plan, posted: Posted, started: datetime, clock: float, note: str
+) -> RunReport:
     rejects = report.rejects(plan.loaded.frame, plan.validated.invalid, posted.outcomes)
     finished = plan.record is not None and plan.record.status == FINISHED
-    if finished and plan.record and plan.record.summary and not settings.force \
-            and not settings.dry_run:
+    if (
+        finished
+        and plan.record
+        and plan.record.summary
+        and not settings.force
+        and not settings.dry_run
+    ):
         return RunReport(plan.record.summary, rejects, note, replayed=True)
     summary = _summary(settings, plan, posted, rejects)
-    summary.update(started_at=started.isoformat(timespec="seconds"),
-                   duration_s=round(time.perf_counter() - clock, 3))
+    summary.update(
+        started_at=started.isoformat(timespec="seconds"),
+        duration_s=round(time.perf_counter() - clock, 3),
+    )
     return RunReport(summary, rejects, "; ".join(filter(None, [_message(summary), note])))
 
 
-def _summary(settings: RunSettings, plan: _Plan, posted: Posted,
-             rejects: pl.DataFrame) -> dict[str, Any]:
+def _summary(
+    settings: RunSettings, plan: _Plan, posted: Posted, rejects: pl.DataFrame
+) -> dict[str, Any]:
     outcomes, validated, read = posted.outcomes, plan.validated, plan.loaded.frame.height
     accepted = int(outcomes["accepted"].sum()) if outcomes.height else 0
-    settled = (validated.valid.height + validated.invalid.height if settings.dry_run
-               else accepted + rejects.height)
+    settled = (
+        validated.valid.height + validated.invalid.height
+        if settings.dry_run
+        else accepted + rejects.height
+    )
     if settled != read:
-        raise PipelineError(f"row count check failed: read {read}, settled {settled}; "
-                            "this is a bug, please report it with the input's shape")
+        raise PipelineError(
+            f"row count check failed: read {read}, settled {settled}; "
+            "this is a bug, please report it with the input's shape"
+        )
     code, status = _outcome(settings, posted, rejects)
     return {
         "import_id": plan.import_id,
@@ -309,7 +365,8 @@ def _summary(settings: RunSettings, plan: _Plan, posted: Posted,
         "requests": posted.requests,
         "not_accepted_unmatched": posted.unmatched,
         "points_by_definition": report.points_by_definition(validated.valid, outcomes)
-        if outcomes.height else {},
+        if outcomes.height
+        else {},
         "rejects_path": str(settings.rejects_path) if settings.rejects_path else None,
         "error": str(posted.aborted) if posted.aborted else None,
         "exit_code": code,
@@ -331,7 +388,11 @@ def _message(summary: dict[str, Any]) -> str:
     if summary["status"] in ("aborted", "interrupted"):
         return f"{summary['status']}: {summary['error'] or 'stopped by a signal'}"
     if summary["dry_run"]:
-        return (f"dry run: {summary['rows_valid']} rows would be sent in "
-                f"{summary['batches_total']} batches; {summary['rows_invalid']} rows rejected")
-    return (f"{summary['rows_accepted']} of {summary['rows_read']} rows accepted; "
-            f"{summary['rows_rejected']} rejected")
+        return (
+            f"dry run: {summary['rows_valid']} rows would be sent in "
+            f"{summary['batches_total']} batches; {summary['rows_invalid']} rows rejected"
+        )
+    return (
+        f"{summary['rows_accepted']} of {summary['rows_read']} rows accepted; "
+        f"{summary['rows_rejected']} rejected"
+    )

@@ -40,12 +40,16 @@ def status(state_dir: Path, import_id: str | None) -> int:
         record = _record(journal, import_id)
         counts = journal.counts(record.import_id)
         refused = journal.refused(record.import_id)
-    _say(f"import {record.import_id}: {record.status}"
-         + (f" (exit {record.exit_code})" if record.exit_code is not None else ""))
+    _say(
+        f"import {record.import_id}: {record.status}"
+        + (f" (exit {record.exit_code})" if record.exit_code is not None else "")
+    )
     _say(f"  input      {record.input_path} (sha256 {record.input_sha256[:16]}…)")
     _say(f"  rows       {record.rows} read; {len(refused)} refused by Engage so far")
-    _say(f"  batches    {record.batches} planned; by state: "
-         + ", ".join(f"{state} {n}" for state, n in sorted(counts.items())))
+    _say(
+        f"  batches    {record.batches} planned; by state: "
+        + ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
+    )
     _say(f"  started    {record.created_at}; last change {record.updated_at}")
     if record.holder:
         _say(f"  held by    {record.holder}")
@@ -65,23 +69,30 @@ def runs(state_dir: Path) -> int:
     _say(f"{'import':<28} {'status':<12} {'exit':>4} {'rows':>10} {'done':>11}  updated  input")
     for r, counts in lines:
         done = counts.get("done", 0) + counts.get("failed", 0)
-        _say(f"{r.import_id:<28} {r.status:<12} {r.exit_code if r.exit_code is not None else '':>4}"
-             f" {r.rows:>10} {f'{done}/{r.batches}':>11}  {r.updated_at}  {r.input_path}")
+        _say(
+            f"{r.import_id:<28} {r.status:<12} {r.exit_code if r.exit_code is not None else '':>4}"
+            f" {r.rows:>10} {f'{done}/{r.batches}':>11}  {r.updated_at}  {r.input_path}"
+        )
     if not records:
         _say("no imports yet")
     return EXIT_OK
 
 
-def reconcile(cfg: Config, state_dir: Path, import_id: str, sample: int | None,
-              env: dict[str, str]) -> int:
+def reconcile(
+    cfg: Config, state_dir: Path, import_id: str, sample: int | None, env: dict[str, str]
+) -> int:
     """Check that Engage holds every accepted row of the import exactly once."""
     from pipeline.commands import open_client
 
     with Journal.open(state_dir, create=False) as journal:
         record = _record(journal, import_id)
-        settings = RunSettings(input=Path(record.input_path), config=cfg,
-                               timezone=str(record.settings["timezone"]), import_id=import_id,
-                               batch_size=int(record.settings["batch_size"]))
+        settings = RunSettings(
+            input=Path(record.input_path),
+            config=cfg,
+            timezone=str(record.settings["timezone"]),
+            import_id=import_id,
+            batch_size=int(record.settings["batch_size"]),
+        )
         valid, outcomes = settled(settings, journal)
     accepted = valid.join(outcomes.filter(pl.col("accepted")).select(SOURCE_ROW), on=SOURCE_ROW)
     chosen = _sample(accepted, sample)
@@ -104,13 +115,20 @@ def _verdict(rows: pl.DataFrame, held: dict[int, int], chosen: pl.DataFrame) -> 
     """Rows with equal content must be held as often as they were accepted."""
     counted = rows.with_columns(
         pl.col(SOURCE_ROW).replace_strict(held, default=0).alias("held"),
-        pl.len().over(CONTENT).alias("expected"))
-    wrong = counted.filter((pl.col("held") != pl.col("expected"))
-                           & pl.col(SOURCE_ROW).is_in(chosen[SOURCE_ROW].implode()))
+        pl.len().over(CONTENT).alias("expected"),
+    )
+    wrong = counted.filter(
+        (pl.col("held") != pl.col("expected"))
+        & pl.col(SOURCE_ROW).is_in(chosen[SOURCE_ROW].implode())
+    )
     for row in wrong.iter_rows(named=True):
         what = "missing" if row["held"] < row["expected"] else "doubled"
-        _say(f"row {row[SOURCE_ROW]}: {what}: Engage holds it {row['held']} time(s), "
-             f"expected {row['expected']}")
-    _say(f"reconcile: checked {chosen.height} accepted rows; "
-         + ("all are in Engage exactly once" if wrong.is_empty() else f"{wrong.height} mismatch"))
+        _say(
+            f"row {row[SOURCE_ROW]}: {what}: Engage holds it {row['held']} time(s), "
+            f"expected {row['expected']}"
+        )
+    _say(
+        f"reconcile: checked {chosen.height} accepted rows; "
+        + ("all are in Engage exactly once" if wrong.is_empty() else f"{wrong.height} mismatch")
+    )
     return EXIT_OK if wrong.is_empty() else EXIT_REJECTS

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
     from pipeline.simulator.server import SimulatorServer, serve
 
 __all__ = ["FaultConfig", "SimulatorConfig", "SimulatorServer", "create_app", "serve"]
-_LAZY = {"create_app": "pipeline.simulator.app", "SimulatorServer": "pipeline.simulator.server",
-         "serve": "pipeline.simulator.server"}
+_LAZY = {
+    "create_app": "pipeline.simulator.app",
+    "SimulatorServer": "pipeline.simulator.server",
+    "serve": "pipeline.simulator.server",
+}
 
 
 def __getattr__(name: str) -> Any:

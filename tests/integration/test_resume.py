@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.simulator import SimulatorConfig, SimulatorServer
 from pipeline.simulator.fixture import contact_id
-from tests.conftest import FAST_RETRY, ROOT, stored, write_csv
+from tests.conftest import FAST_RETRY, stored, write_csv
 
 BATCH = "50"
 CONFIG = FAST_RETRY + '[input]\ntimezone = "UTC"\n'
@@ -67,9 +67,17 @@ def killable(request):
 
 def source_file(path: Path) -> Path:
     """600 rows: 12 batches of 50, with 2 invalid rows and 2 the server refuses."""
-    rows = [{"contactId": contact_id(i % 97 + 1), "amount": f"{i}.25", "definitionId": str(i % 3 + 1),
-             "source": "POS", "description": f"receipt {i}",
-             "timeStamp": f"2026-11-25T10:{i % 60:02d}:00"} for i in range(1, 601)]
+    rows = [
+        {
+            "contactId": contact_id(i % 97 + 1),
+            "amount": f"{i}.25",
+            "definitionId": str(i % 3 + 1),
+            "source": "POS",
+            "description": f"receipt {i}",
+            "timeStamp": f"2026-11-25T10:{i % 60:02d}:00",
+        }
+        for i in range(1, 601)
+    ]
     rows[10]["amount"] = "ten"
     rows[200]["contactId"] = "nope"
     rows[300]["contactId"] = "00000000-0000-4000-8000-000000000300"
@@ -81,9 +89,25 @@ def start(sim: SimulatorServer, workdir: Path, *extra: str) -> subprocess.Popen[
     (workdir / "cfg.toml").write_text(CONFIG)
     env = {**os.environ, "ENGAGE_BASE_URL": sim.url, "ENGAGE_API_KEY": "sim-key"}
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "run", "in.csv", "--batch-size", BATCH,
-         "--config", "cfg.toml", "--summary", "summary.json", *extra],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            "in.csv",
+            "--batch-size",
+            BATCH,
+            "--config",
+            "cfg.toml",
+            "--summary",
+            "summary.json",
+            *extra,
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -94,8 +118,15 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 def report_of(result) -> tuple[Any, ...]:
     summary = result.summary()
-    keys = ("rows_read", "rows_accepted", "rows_rejected", "rejected_by_stage",
-            "points_by_definition", "exit_code", "import_id")
+    keys = (
+        "rows_read",
+        "rows_accepted",
+        "rows_rejected",
+        "rejected_by_stage",
+        "points_by_definition",
+        "exit_code",
+        "import_id",
+    )
     return tuple(summary[k] for k in keys), result.rejects("in.rejects.csv")
 
 
@@ -120,8 +151,9 @@ POINTS = [(k, when) for k in range(1, 11) for when in ("before", "after")]
 
 
 @pytest.mark.parametrize(("at", "when"), POINTS, ids=[f"{w}-post-{k}" for k, w in POINTS])
-def test_killed_anywhere_then_resumed_lands_every_row_once(killable, run_cli, tmp_path, baseline,
-                                                           at, when):
+def test_killed_anywhere_then_resumed_lands_every_row_once(
+    killable, run_cli, tmp_path, baseline, at, when
+):
     """SIGKILL at 20 points (in flight, or just answered), then a re-run: exactly once, and
     the same report as an uninterrupted run."""
     sim, killer = killable
@@ -130,19 +162,22 @@ def test_killed_anywhere_then_resumed_lands_every_row_once(killable, run_cli, tm
     killer.arm(proc.pid, at, when)
     code, _ = finish(proc)
     assert code == -signal.SIGKILL
-    result = run_cli("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json",
-                     sim=sim, config=CONFIG)
+    result = run_cli(
+        "run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json", sim=sim, config=CONFIG
+    )
     assert result.code == 3, result.err
     counts = Counter(content(t) for t in stored(sim))
     assert len(counts) == 596 and max(counts.values()) == 1
     assert report_of(result) == baseline
 
 
-@pytest.mark.parametrize("killable", [{"faults": {"apply_then_fail_rate": 0.5, "seed": 5}}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "killable", [{"faults": {"apply_then_fail_rate": 0.5, "seed": 5}}], indirect=True
+)
 @pytest.mark.parametrize("at", [2, 3, 5, 8])
-def test_killed_during_apply_then_fail_then_resumed_lands_every_row_once(killable, run_cli,
-                                                                         tmp_path, at):
+def test_killed_during_apply_then_fail_then_resumed_lands_every_row_once(
+    killable, run_cli, tmp_path, at
+):
     """Killed right after an applied-then-failed answer: the re-run re-sends the same key and
     Engage replays it; nothing doubles."""
     sim, killer = killable
@@ -156,10 +191,16 @@ def test_killed_during_apply_then_fail_then_resumed_lands_every_row_once(killabl
     assert len(counts) == 596 and max(counts.values()) == 1
 
 
-@pytest.mark.parametrize("killable", [{"idempotency_window_seconds": 1,
-                                       "faults": {"apply_then_fail_rate": 1.0,
-                                                  "apply_then_fail_mode": "500"}}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "killable",
+    [
+        {
+            "idempotency_window_seconds": 1,
+            "faults": {"apply_then_fail_rate": 1.0, "apply_then_fail_mode": "500"},
+        }
+    ],
+    indirect=True,
+)
 def test_in_doubt_past_the_window_is_reconciled_not_resent(killable, run_cli, tmp_path):
     """Applied, answer lost, crash; Engage forgets the key; the re-run finds the rows by GET
     and does not send them again."""
@@ -170,8 +211,16 @@ def test_in_doubt_past_the_window_is_reconciled_not_resent(killable, run_cli, tm
     finish(proc)
     held = len(stored(sim))
     time.sleep(1.2)  # past Engage's (1 s) and our (0.5 s) window
-    result = run_cli("run", "in.csv", "--batch-size", BATCH, "--idempotency-window", "0.5",
-                     sim=sim, config=CONFIG)
+    result = run_cli(
+        "run",
+        "in.csv",
+        "--batch-size",
+        BATCH,
+        "--idempotency-window",
+        "0.5",
+        sim=sim,
+        config=CONFIG,
+    )
     assert result.code == 3, result.err
     counts = Counter(content(t) for t in stored(sim))
     assert len(counts) == 596 and max(counts.values()) == 1
@@ -243,8 +292,10 @@ def test_a_finished_import_is_not_sent_again_unless_forced(simulator, run_cli, t
     ("make", "says"),
     [
         (lambda p: p.write_bytes(b"this is not a database, just text" * 100), "corrupt"),
-        (lambda p: sqlite3.connect(p).execute("CREATE TABLE foo (x)").connection.commit(),
-         "not a points-import journal"),
+        (
+            lambda p: sqlite3.connect(p).execute("CREATE TABLE foo (x)").connection.commit(),
+            "not a points-import journal",
+        ),
     ],
     ids=["corrupt", "foreign"],
 )
@@ -265,8 +316,18 @@ def test_a_newer_journal_exits_2(simulator, run_cli, tmp_path):
     sim = simulator()
     source_file(tmp_path / "in.csv")
     assert run_cli("validate", "in.csv").code == 3
-    write_csv(tmp_path / "one.csv", [{"contactId": contact_id(1), "amount": "1",
-                                      "definitionId": "1", "source": "s", "description": "d"}])
+    write_csv(
+        tmp_path / "one.csv",
+        [
+            {
+                "contactId": contact_id(1),
+                "amount": "1",
+                "definitionId": "1",
+                "source": "s",
+                "description": "d",
+            }
+        ],
+    )
     assert run_cli("run", "one.csv", sim=sim, config=CONFIG).code == 0
     db = sqlite3.connect(tmp_path / ".points-import" / "journal.sqlite")
     db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
@@ -280,8 +341,9 @@ def test_status_runs_and_reconcile_describe_an_import(simulator, run_cli, tmp_pa
     """status shows batches by state, runs lists the import, reconcile finds every row once."""
     sim = simulator()
     source_file(tmp_path / "in.csv")
-    first = run_cli("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json",
-                    sim=sim, config=CONFIG)
+    first = run_cli(
+        "run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json", sim=sim, config=CONFIG
+    )
     import_id = first.summary()["import_id"]
     status = run_cli("status", import_id)
     assert status.code == 0 and "done 12" in status.err and "finished" in status.err
@@ -290,10 +352,17 @@ def test_status_runs_and_reconcile_describe_an_import(simulator, run_cli, tmp_pa
     check = run_cli("reconcile", import_id, sim=sim, config=CONFIG)
     assert check.code == 0, check.err
     assert "596 accepted rows" in check.err and "exactly once" in check.err
-    again = {"contactId": contact_id(2), "amount": 1.25, "definitionId": 2, "source": "POS",
-             "description": "receipt 1", "timeStamp": "2026-11-25T10:01:00+00:00"}
-    posted = httpx.post(f"{sim.url}/api/v2/point-accounts/transactions", json=[again],
-                        headers={"apikey": "sim-key"})
+    again = {
+        "contactId": contact_id(2),
+        "amount": 1.25,
+        "definitionId": 2,
+        "source": "POS",
+        "description": "receipt 1",
+        "timeStamp": "2026-11-25T10:01:00+00:00",
+    }
+    posted = httpx.post(
+        f"{sim.url}/api/v2/point-accounts/transactions", json=[again], headers={"apikey": "sim-key"}
+    )
     assert posted.status_code == 202 and not posted.json()["notAccepted"]
     broken = run_cli("reconcile", import_id, "--sample", "596", sim=sim, config=CONFIG)
     assert broken.code == 3

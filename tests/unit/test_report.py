@@ -11,19 +11,34 @@ GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
 
 def raw(n: int) -> pl.DataFrame:
-    return pl.DataFrame({
-        "contactId": [GUID] * n, "amount": ["1,5"] + ["2"] * (n - 1),
-        "definitionId": ["1"] * n, "timeStamp": [None] * n, "source": ["POS"] * n,
-        "description": ['say "hi",\nthen go'] * n, "validFrom": [None] * n, "validTo": [None] * n,
-        "sourceRow": list(range(1, n + 1)),
-    }, schema_overrides={c: pl.String for c in ("timeStamp", "validFrom", "validTo")})
+    return pl.DataFrame(
+        {
+            "contactId": [GUID] * n,
+            "amount": ["1,5"] + ["2"] * (n - 1),
+            "definitionId": ["1"] * n,
+            "timeStamp": [None] * n,
+            "source": ["POS"] * n,
+            "description": ['say "hi",\nthen go'] * n,
+            "validFrom": [None] * n,
+            "validTo": [None] * n,
+            "sourceRow": list(range(1, n + 1)),
+        },
+        schema_overrides={c: pl.String for c in ("timeStamp", "validFrom", "validTo")},
+    )
 
 
 def outcomes(rows: list[tuple[int, bool, str | None, str | None]]) -> pl.DataFrame:
     return pl.DataFrame(
         [(r, ok, stage, "why" if stage else None, "k1") for r, ok, stage, _ in rows],
-        schema={"sourceRow": pl.Int64, "accepted": pl.Boolean, "stage": pl.String,
-                "reason": pl.String, "idempotencyKey": pl.String}, orient="row")
+        schema={
+            "sourceRow": pl.Int64,
+            "accepted": pl.Boolean,
+            "stage": pl.String,
+            "reason": pl.String,
+            "idempotencyKey": pl.String,
+        },
+        orient="row",
+    )
 
 
 def test_rejects_hold_every_refused_row_in_input_order_with_its_input_values():
@@ -33,7 +48,9 @@ def test_rejects_hold_every_refused_row_in_input_order_with_its_input_values():
     frame = rejects(raw(3), invalid, done)
     assert frame.columns == list(REJECT_COLUMNS)
     assert frame.select("sourceRow", "stage", "amount").rows() == [
-        (1, "validation", "1,5"), (3, "server", "2")]
+        (1, "validation", "1,5"),
+        (3, "server", "2"),
+    ]
     assert frame["idempotencyKey"].to_list() == [None, "k1"]
 
 
@@ -50,8 +67,19 @@ def test_the_rejects_file_loads_again_as_input(tmp_path):
 
 def test_points_by_definition_sums_exactly():
     """0.1 + 0.2 is 0.3 here, and whole sums are integers."""
-    valid = pl.DataFrame({"sourceRow": [1, 2, 3, 4], "amount": ["0.1", "0.2", "5", "-2"],
-                          "definitionId": [1, 1, 2, 2]})
-    done = outcomes([(1, True, None, None), (2, True, None, None), (3, True, None, None),
-                     (4, False, "server", None)])
+    valid = pl.DataFrame(
+        {
+            "sourceRow": [1, 2, 3, 4],
+            "amount": ["0.1", "0.2", "5", "-2"],
+            "definitionId": [1, 1, 2, 2],
+        }
+    )
+    done = outcomes(
+        [
+            (1, True, None, None),
+            (2, True, None, None),
+            (3, True, None, None),
+            (4, False, "server", None),
+        ]
+    )
     assert points_by_definition(valid, done) == {"1": 0.3, "2": 5}

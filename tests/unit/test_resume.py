@@ -1,0 +1,415 @@
+"""Resume: post() settles what earlier runs recorded in a real journal, and records as it goes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+
+from pipeline.chunk import Batch, child_key, chunk
+from pipeline.config import RetryConfig
+from pipeline.engage import TRANSACTIONS, EngageClient
+from pipeline.journal import FILENAME, Journal
+from pipeline.post import Posted, Refused, Resume, post
+from pipeline.runner import _JournalRecorder
+from tests.unit.test_chunk import valid_rows
+
+ID = "night-1"
+WINDOW = 82800.0
+T0 = 1_700_000_000.0
+OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Engage:
+    """Engage on a MockTransport: POSTs taken (or refused by ``refuse``), GETs from ``held``."""
+
+    def __init__(
+        self,
+        held: Sequence[dict[str, Any]] = (),
+        refuse: Callable[[httpx.Request], bool] = lambda request: False,
+        on_request: Callable[[httpx.Request], None] = lambda request: None,
+    ) -> None:
+        self.held = list(held)
+        self.refuse = refuse
+        self.on_request = on_request
+        self.requests: list[httpx.Request] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == TRANSACTIONS
+        self.requests.append(request)
+        self.on_request(request)
+        if request.method == "GET":
+            params = request.url.params
+            items = [
+                {k: v for k, v in t.items() if k not in ("contactId", "definitionId")}
+                for t in self.held
+                if (t["contactId"], str(t["definitionId"]))
+                == (params["contactId"], params["definitionId"])
+            ]
+            return httpx.Response(200, json={"items": items, "totalCount": len(items)})
+        if self.refuse(request):
+            return httpx.Response(400, text="The field Description is invalid.")
+        return httpx.Response(202, json=OK)
+
+    def client(self) -> EngageClient:
+        http = httpx.Client(
+            base_url="https://t.example", transport=httpx.MockTransport(self.handle)
+        )
+        return EngageClient(http, RetryConfig(max_attempts=1, initial_wait=0), sleep=lambda s: None)
+
+    def posts(self) -> list[tuple[str, list[str]]]:
+        """Each POST: its key and the descriptions of the rows it carried."""
+        return [
+            (r.headers["idempotency-key"], [row["description"] for row in json.loads(r.content)])
+            for r in self.requests
+            if r.method == "POST"
+        ]
+
+    def gets(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "GET"]
+
+
+def transaction(row: dict[str, Any], created: float) -> dict[str, Any]:
+    """The transaction Engage would hold for ``row``, created at ``created``."""
+    stamp = datetime.fromtimestamp(created, UTC).isoformat()
+    return {
+        "contactId": row["contactId"],
+        "definitionId": row["definitionId"],
+        "amount": float(row["amount"]),
+        "source": row["source"],
+        "description": row["description"],
+        "createdOn": stamp,
+        "transactionDate": stamp,
+        "validFrom": row.get("validFrom") or stamp,
+        "validTo": row.get("validTo"),
+    }
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def journal(tmp_path: Path, clock: Clock) -> Iterator[Journal]:
+    with Journal(tmp_path / FILENAME, clock=clock) as opened:
+        yield opened
+
+
+def planned(journal: Journal, frame: pl.DataFrame, size: int) -> list[Batch]:
+    """Chunk ``frame`` and register the plan, as the runner does."""
+    batches = list(chunk(frame, size, ID))
+    plan = [(b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest()) for b in batches]
+    journal.register(ID, "in.csv", "f" * 64, plan, {"batch_size": size}, None, frame.height)
+    return batches
+
+
+def resume_of(journal: Journal, now: float, window: float = WINDOW) -> Resume:
+    """What the journal recorded, as the runner hands it to post()."""
+    refused: dict[tuple[int, str], Refused] = {}
+    for row, seq, part, stage, reason in journal.refused(ID):
+        refused.setdefault((seq, part), []).append((row, stage, reason))
+    return Resume(journal.batches(ID), refused, window, lambda: now)
+
+
+def resumed(batches: list[Batch], engage: Engage, journal: Journal, now: float) -> Posted:
+    """post() as a resumed run: the journal records, and what it recorded is the resume."""
+    recorder = _JournalRecorder(journal, ID)
+    return post(batches, engage.client(), recorder=recorder, resume=resume_of(journal, now))
+
+
+def settled(posted: Posted) -> dict[int, tuple[bool, str | None, str | None]]:
+    """sourceRow -> (accepted, stage, key)."""
+    return {
+        r["sourceRow"]: (r["accepted"], r["stage"], r["idempotencyKey"])
+        for r in posted.outcomes.to_dicts()
+    }
+
+
+def state(journal: Journal, seq: int, part: str = "") -> str:
+    return journal.batches(ID)[(seq, part)].state
+
+
+# --- what earlier runs settled ---------------------------------------------------------
+
+
+def test_a_done_batch_is_not_sent_again_and_its_refused_rows_come_back(journal: Journal):
+    """Batch 1 done earlier (row 2 refused): only batch 2 is sent; row 2 is still a reject."""
+    batches = planned(journal, valid_rows(6), 3)
+    journal.sending(ID, 1, "")
+    journal.settle(ID, 1, "", "done", 202, [(2, "server", "contact 3f25 does not exist")], "k")
+    engage = Engage()
+    posted = resumed(batches, engage, journal, T0)
+    assert [key for key, _ in engage.posts()] == [batches[1].key]
+    first, second = batches[0].key, batches[1].key
+    assert settled(posted) == {
+        1: (True, None, first), 2: (False, "server", first), 3: (True, None, first),
+        4: (True, None, second), 5: (True, None, second), 6: (True, None, second),
+    }  # fmt: skip
+    reason = posted.outcomes.filter(pl.col("sourceRow") == 2)["reason"].item()
+    assert reason == "contact 3f25 does not exist"
+    assert (posted.requests, posted.batches_sent) == (1, 1)
+    assert journal.batches(ID)[(1, "")].attempts == 1, "the done batch was not sent again"
+    assert state(journal, 2) == "done"
+
+
+@pytest.mark.parametrize(("age", "reconciled"), [(0.0, False), (WINDOW - 1, False), (WINDOW, True)])
+def test_an_in_doubt_batch_is_resent_under_its_key_only_inside_the_window(
+    journal: Journal, clock: Clock, age: float, reconciled: bool
+):
+    """'sending' younger than the window: re-sent, same key, no GET; at the window: reconciled."""
+    batches = planned(journal, valid_rows(2), 2)
+    journal.sending(ID, 1, "")
+    engage = Engage()
+    clock.now = T0 + age
+    resumed(batches, engage, journal, T0 + age)
+    if reconciled:
+        assert len(engage.gets()) == 2  # definitions 1 and 2 of one contact
+        assert [key for key, _ in engage.posts()] == [child_key(batches[0].key, "r")]
+    else:
+        assert engage.gets() == []
+        assert [key for key, _ in engage.posts()] == [batches[0].key]
+        record = journal.batches(ID)[(1, "")]
+        assert (record.state, record.attempts, record.first_sent_at) == ("done", 2, T0)
+
+
+def test_an_old_in_doubt_batch_resends_only_what_engage_does_not_hold(
+    journal: Journal, clock: Clock
+):
+    """Past the window: GET per account; found rows accepted, the rest POSTed under a new key."""
+    frame = valid_rows(4)  # definitions 1, 2, 3, 1
+    batches = planned(journal, frame, 4)
+    journal.sending(ID, 1, "")
+    rows = frame.to_dicts()
+    engage = Engage(held=[transaction(rows[0], T0 + 2), transaction(rows[2], T0 + 2)])
+    clock.now = T0 + WINDOW + 60
+    posted = resumed(batches, engage, journal, clock.now)
+
+    key, again = batches[0].key, child_key(batches[0].key, "r")
+    asked = {(r.url.params["contactId"], r.url.params["definitionId"]) for r in engage.gets()}
+    assert asked == {(rows[0]["contactId"], d) for d in ("1", "2", "3")}
+    assert engage.posts() == [(again, ["receipt 1", "receipt 3"])]
+    assert settled(posted) == {
+        1: (True, None, key),
+        2: (True, None, again),
+        3: (True, None, key),
+        4: (True, None, again),
+    }
+    records = journal.batches(ID)
+    assert records[(1, "")].state == "reconciled"
+    child = records[(1, "r")]
+    assert (child.key, child.source_rows, child.rows, child.state) == (again, [2, 4], 2, "done")
+
+
+def test_an_old_in_doubt_batch_fully_held_is_done_without_a_post(journal: Journal, clock: Clock):
+    """Every row found by the GETs: nothing is POSTed and the batch is recorded done."""
+    frame = valid_rows(2)
+    batches = planned(journal, frame, 2)
+    journal.sending(ID, 1, "")
+    engage = Engage(held=[transaction(row, T0 + 1) for row in frame.to_dicts()])
+    clock.now = T0 + WINDOW
+    posted = resumed(batches, engage, journal, clock.now)
+    assert engage.posts() == []
+    assert posted.outcomes["accepted"].all() and posted.outcomes.height == 2
+    assert state(journal, 1) == "done" and (1, "r") not in journal.batches(ID)
+
+
+def test_a_reconciled_batch_resumes_from_its_recorded_child(journal: Journal):
+    """'reconciled' with child rows [2]: row 1 accepted under the parent key, only 2 re-sent."""
+    batches = planned(journal, valid_rows(2), 2)
+    again = child_key(batches[0].key, "r")
+    journal.sending(ID, 1, "")
+    journal.divide(ID, 1, "", "reconciled", [("r", again, 1, "sha", [2])])
+    engage = Engage()
+    posted = resumed(batches, engage, journal, T0 + WINDOW * 2)
+    assert engage.posts() == [(again, ["receipt 1"])]
+    assert settled(posted) == {1: (True, None, batches[0].key), 2: (True, None, again)}
+    assert state(journal, 1, "r") == "done"
+
+
+def test_a_split_batch_resumes_into_its_halves_records(journal: Journal):
+    """'split': half 0 done earlier (row 1 refused) is not re-sent; planned half 1 is."""
+    batches = planned(journal, valid_rows(4), 4)
+    low, high = batches[0].halves()
+    journal.sending(ID, 1, "")
+    journal.divide(ID, 1, "", "split", [(h.part, h.key, 2, "sha", None) for h in (low, high)])
+    journal.sending(ID, 1, "0")
+    journal.settle(ID, 1, "0", "done", 202, [(1, "server", "refused")], low.key)
+    engage = Engage()
+    posted = resumed(batches, engage, journal, T0)
+    assert engage.posts() == [(high.key, ["receipt 2", "receipt 3"])]
+    assert settled(posted) == {
+        1: (False, "server", low.key), 2: (True, None, low.key),
+        3: (True, None, high.key), 4: (True, None, high.key),
+    }  # fmt: skip
+    assert state(journal, 1, "1") == "done"
+
+
+def test_without_a_client_unsettled_batches_are_unsent_and_nothing_is_sent(journal: Journal):
+    """Reporting from the journal alone: done batches settle, sending/planned ones are 'unsent'."""
+    batches = planned(journal, valid_rows(3), 1)
+    journal.sending(ID, 1, "")
+    journal.settle(ID, 1, "", "done", 202, [], batches[0].key)
+    journal.sending(ID, 2, "")
+    posted = post(batches, None, resume=resume_of(journal, T0 + WINDOW * 2))
+    assert settled(posted) == {
+        1: (True, None, batches[0].key),
+        2: (False, "unsent", None),
+        3: (False, "unsent", None),
+    }
+    assert posted.requests == 0
+    assert journal.counts(ID) == {"done": 1, "sending": 1, "planned": 1}
+
+
+# --- what this run records -------------------------------------------------------------
+
+
+class LoggingRecorder(_JournalRecorder):
+    """The journal recorder, also logging each call into ``events``."""
+
+    def __init__(self, journal: Journal, events: list[tuple[str, ...]]) -> None:
+        super().__init__(journal, ID)
+        self.events = events
+
+    def sending(self, batch: Batch) -> None:
+        super().sending(batch)
+        self.events.append(("sending", batch.label))
+
+    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
+        super().settled(batch, state, status, refused)
+        self.events.append(("settled", batch.label, state))
+
+    def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:
+        super().divided(batch, state, children, explicit)
+        self.events.append((state, batch.label, *(c.label for c in children)))
+
+
+def on_disk(path: Path, key: str) -> str:
+    """The state of the batch sent under ``key``, read by another connection."""
+    with closing(sqlite3.connect(path)) as db:
+        return str(db.execute("SELECT state FROM batches WHERE key = ?", (key,)).fetchone()[0])
+
+
+def test_sending_is_durable_before_the_request_leaves(journal: Journal):
+    """The recorder hears 'sending' before each request, and the file says so when it arrives."""
+    batches = planned(journal, valid_rows(2), 1)
+    events: list[tuple[str, ...]] = []
+
+    def arrived(request: httpx.Request) -> None:
+        key = request.headers["idempotency-key"]
+        events.append(("request", key, on_disk(journal.path, key)))
+
+    engage = Engage(on_request=arrived)
+    post(batches, engage.client(), recorder=LoggingRecorder(journal, events))
+    one, two = batches[0].key, batches[1].key
+    assert events == [
+        ("sending", "1"), ("request", one, "sending"), ("settled", "1", "done"),
+        ("sending", "2"), ("request", two, "sending"), ("settled", "2", "done"),
+    ]  # fmt: skip
+
+
+def test_a_refused_batch_is_recorded_split_then_its_halves(journal: Journal):
+    """A 400: the parent is recorded 'split' before its halves are sent; the bad half 'failed'."""
+    frame = valid_rows(2, description=["fine", "poison"])
+    batches = planned(journal, frame, 2)
+    events: list[tuple[str, ...]] = []
+    engage = Engage(refuse=lambda request: b"poison" in request.content)
+    posted = post(batches, engage.client(), recorder=LoggingRecorder(journal, events))
+    assert events == [
+        ("sending", "1"), ("split", "1", "1.0", "1.1"),
+        ("sending", "1.0"), ("settled", "1.0", "done"),
+        ("sending", "1.1"), ("settled", "1.1", "failed"),
+    ]  # fmt: skip
+    records = journal.batches(ID)
+    assert [records[(1, p)].state for p in ("", "0", "1")] == ["split", "done", "failed"]
+    assert records[(1, "1")].status == 400
+    [(row, seq, part, stage, reason)] = journal.refused(ID)
+    assert (row, seq, part, stage) == (2, 1, "1", "batch") and "400" in reason
+
+    again = Engage()
+    replayed = post(batches, again.client(), resume=resume_of(journal, T0))
+    assert again.requests == [], "a resumed run sends none of it again"
+    assert settled(replayed) == settled(posted)
+
+
+def test_a_stop_before_the_first_batch_sends_nothing(journal: Journal):
+    """should_stop() true from the start: every row 'unsent', interrupted, no request."""
+    batches = planned(journal, valid_rows(4), 2)
+    engage = Engage()
+    posted = post(
+        batches,
+        engage.client(),
+        should_stop=lambda: True,
+        recorder=_JournalRecorder(journal, ID),
+        resume=resume_of(journal, T0),
+    )
+    assert engage.requests == []
+    assert posted.interrupted and posted.requests == 0 and posted.batches_sent == 0
+    assert set(posted.outcomes["stage"]) == {"unsent"} and posted.outcomes.height == 4
+    assert all("interrupted" in r for r in posted.outcomes["reason"])
+    assert journal.counts(ID) == {"planned": 2}
+
+
+# --- bugs ----------------------------------------------------------------------------
+
+
+def test_a_stopped_run_still_reports_rows_earlier_runs_settled(journal: Journal):
+    """Stopped before planned batch 1: batch 2, done in an earlier run, stays accepted."""
+    batches = planned(journal, valid_rows(2), 1)
+    journal.sending(ID, 2, "")
+    journal.settle(ID, 2, "", "done", 202, [], batches[1].key)
+    posted = post(
+        batches, Engage().client(), should_stop=lambda: True, resume=resume_of(journal, T0)
+    )
+    assert settled(posted) == {1: (False, "unsent", None), 2: (True, None, batches[1].key)}
+
+
+def test_an_aborted_run_still_reports_rows_earlier_runs_settled(journal: Journal):
+    """A 401 on batch 1 aborts the run: batch 2, done in an earlier run, stays accepted."""
+    batches = planned(journal, valid_rows(2), 1)
+    journal.sending(ID, 2, "")
+    journal.settle(ID, 2, "", "done", 202, [], batches[1].key)
+    http = httpx.Client(
+        base_url="https://t.example", transport=httpx.MockTransport(lambda r: httpx.Response(401))
+    )
+    posted = post(
+        batches, EngageClient(http, RetryConfig(max_attempts=1)), resume=resume_of(journal, T0)
+    )
+    assert posted.aborted is not None
+    assert settled(posted)[2] == (True, None, batches[1].key)
+
+
+def test_a_transaction_of_a_settled_batch_is_not_taken_for_an_in_doubt_row(
+    journal: Journal, clock: Clock
+):
+    """Two rows alike but for validTo; one transaction, from done batch 1: batch 2's row is sent."""
+    frame = valid_rows(
+        2, amount=["100", "100"], definitionId=[1, 1], description=["bonus", "bonus"],
+        validTo=["2027-01-01T00:00:00+01:00", "2028-01-01T00:00:00+01:00"],
+    )  # fmt: skip
+    batches = planned(journal, frame, 1)
+    journal.sending(ID, 1, "")
+    journal.settle(ID, 1, "", "done", 202, [], batches[0].key)
+    clock.now = T0 + 1
+    journal.sending(ID, 2, "")  # in doubt: the process died before Engage answered
+    engage = Engage(held=[transaction(frame.to_dicts()[0], T0 + 0.5)])  # batch 1's row only
+    clock.now = T0 + 1 + WINDOW
+    resumed(batches, engage, journal, clock.now)
+    assert [key for key, _ in engage.posts()] == [child_key(batches[1].key, "r")]
