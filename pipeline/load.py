@@ -12,26 +12,40 @@ import csv
 import gzip
 import hashlib
 import io
+import json
 import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
 import polars as pl
 
 from pipeline.engage import FIELDS, OPTIONAL_FIELDS, REQUIRED_FIELDS
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 
 SOURCE_ROW = "sourceRow"
 LOAD_ERROR = "_loadError"
 DELIMITERS = (",", ";", "\t", "|")
 BOM = b"\xef\xbb\xbf"
 BLANK = " \t\r\n"  # what a blank line, or a line of only delimiters, holds
+EOF_MARK = "\u2403"  # appended to CSV text as a last line: a quote never closed swallows it
+UNCLOSED_QUOTE = "a quote opened in this row is never closed: the rest of the file was read into it"
+_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r]*\n")
+_LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' float would round
+_DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 EXTENSIONS = {
-    ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet",
-    ".pq": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson",
+    ".csv": "csv",
+    ".txt": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "ndjson",
 }
 
 
@@ -51,6 +65,8 @@ def load(
     raw = _read_bytes(path)
     data = _gunzip(raw, path)
     fmt = _detect_format(path, data) if fmt == "auto" else fmt
+    if fmt not in _READERS:
+        raise ConfigError(f"input format must be auto, {', '.join(_READERS)}; not {fmt!r}")
     frame = _number_rows(_READERS[fmt](data, path, delimiter))
     frame = _canonical_columns(frame, path, columns or {})
     return Loaded(frame, hashlib.sha256(raw).hexdigest(), fmt)
@@ -89,7 +105,7 @@ def _text(data: bytes, path: Path) -> bytes:
     """The bytes of a text format without a BOM, checked to be non-empty, non-binary UTF-8."""
     data = data.removeprefix(BOM)
     if not data.strip():
-        raise InputError(f"{path} is empty: not even a header row")
+        raise InputError(f"{path} is empty: no header, no rows")
     if b"\x00" in data[:65536]:
         raise InputError(f"{path} looks binary (it holds NUL bytes), not CSV, TSV or NDJSON text")
     try:
@@ -104,12 +120,16 @@ def _text(data: bytes, path: Path) -> bytes:
 
 def _read_csv(data: bytes, path: Path, delimiter: str) -> pl.DataFrame:
     data = _text(data, path)
+    if b"\n" not in data:
+        data = data.replace(b"\r", b"\n")  # classic Mac line ends (Excel's "CSV (Macintosh)")
     sep = _sniff_delimiter(data) if delimiter == "auto" else _one_char(delimiter)
+    data += b"\n" + EOF_MARK.encode() + b"\n"
     try:
-        frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False, raise_if_empty=True)
+        frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
+        errors: list[str | None] = [None] * frame.height
     except (pl.exceptions.PolarsError, OSError):
-        frame = _read_csv_tolerant(data.decode("utf-8"), sep)
-    return frame if LOAD_ERROR in frame.columns else frame.with_columns(_no_load_error())
+        frame, errors = _read_csv_tolerant(data.decode("utf-8"), sep, path)
+    return _with_load_errors(*_end_of_file(frame, errors))
 
 
 def _read_tsv(data: bytes, path: Path, delimiter: str) -> pl.DataFrame:
@@ -118,34 +138,42 @@ def _read_tsv(data: bytes, path: Path, delimiter: str) -> pl.DataFrame:
 
 def _one_char(delimiter: str) -> str:
     sep = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
-    if len(sep) != 1:
-        raise InputError(f"delimiter must be one character or 'auto', not {delimiter!r}")
+    if len(sep) != 1 or not sep.isascii() or sep in '"\r\n':
+        raise ConfigError(
+            f"delimiter must be 'auto' or one ASCII character other than a quote "
+            f"or line break, not {delimiter!r}"
+        )
     return sep
 
 
 def _sniff_delimiter(data: bytes) -> str:
-    header = data.split(b"\n", 1)[0].decode("utf-8")
+    header = data.lstrip(b"\r\n").split(b"\n", 1)[0].decode("utf-8")
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])  # ties keep the earlier, so "," wins
     return best if counts[best] else ","
 
 
-def _read_csv_tolerant(text: str, sep: str) -> pl.DataFrame:
+def _read_csv_tolerant(text: str, sep: str, path: Path) -> tuple[pl.DataFrame, list[str | None]]:
     """Python's csv module for files polars refuses: a malformed row becomes a rejected row."""
     csv.field_size_limit(sys.maxsize)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=False)
-    header = next(reader)
     rows: list[list[str | None]] = []
     errors: list[str | None] = []
-    for record in reader:
-        width = len(record)
-        errors.append(f"row has {width} fields, the header has {len(header)}"
-                      if width > len(header) else None)
-        padded: list[str | None] = [v if v != "" else None for v in record[: len(header)]]
-        rows.append(padded + [None] * (len(header) - len(padded)))
-    names = _unique(header)
-    frame = pl.DataFrame(rows, schema=dict.fromkeys(names, pl.String), orient="row")
-    return frame.with_columns(pl.Series(LOAD_ERROR, errors, dtype=pl.String))
+    try:
+        header = next(r for r in reader if r)  # polars, too, skips blank lines before the header
+        for record in reader:
+            width = len(record)
+            errors.append(
+                f"row has {width} fields, the header has {len(header)}"
+                if width > len(header)
+                else None
+            )
+            padded: list[str | None] = [v if v != "" else None for v in record[: len(header)]]
+            rows.append(padded + [None] * (len(header) - len(padded)))
+    except csv.Error as exc:
+        raise InputError(f"{path} can't be read as CSV: {exc}") from exc
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(_unique(header), pl.String), orient="row")
+    return frame, errors
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -157,33 +185,62 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
+def _end_of_file(
+    frame: pl.DataFrame, errors: list[str | None]
+) -> tuple[pl.DataFrame, list[str | None]]:
+    """Drop the end-of-file mark's row; if a value swallowed the mark, a quote was never closed."""
+    swallowed = "\n" + EOF_MARK + "\n"
+    frame = frame.rename(lambda name: name.removesuffix(swallowed))
+    if frame.height and frame.row(-1)[0] == EOF_MARK:
+        return frame.head(-1), errors[:-1]
+    if frame.height:
+        frame = frame.with_columns(pl.all().str.strip_suffix(swallowed))
+        errors[-1] = "; ".join(filter(None, [errors[-1], UNCLOSED_QUOTE]))
+    return frame, errors
+
+
+def _with_load_errors(frame: pl.DataFrame, errors: list[str | None] | None = None) -> pl.DataFrame:
+    """The input's columns, except any named like ours (a rejects report has ``sourceRow``),
+    and ``_loadError``: why each row is malformed (null if it isn't)."""
+    frame = frame.drop(SOURCE_ROW, LOAD_ERROR, strict=False)
+    errors = [None] * frame.height if errors is None else errors
+    return frame.with_columns(pl.Series(LOAD_ERROR, errors, dtype=pl.String))
+
+
 def _read_ndjson(data: bytes, path: Path, delimiter: str) -> pl.DataFrame:
+    """Polars reads the file unless it has blank lines (polars would not number them) or a
+    number polars would round (more than 15 digits); then Python reads it line by line."""
     data = _text(data, path)
-    try:
-        frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-    except pl.exceptions.PolarsError:
-        return _read_ndjson_tolerant(data)
-    return _as_text(frame).with_columns(_no_load_error())
+    if not (_BLANK_LINE.search(data) or _LONG_NUMBER.search(data)):
+        try:
+            names = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None).columns
+            frame = pl.read_ndjson(io.BytesIO(data), schema=dict.fromkeys(names, pl.String))
+            return _with_load_errors(frame)
+        except pl.exceptions.PolarsError:
+            pass
+    return _read_ndjson_tolerant(data)
 
 
 def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
-    """Line by line: a line that is not a JSON object becomes a rejected row."""
+    """Line by line, numbers exact: a line that is not a JSON object becomes a rejected row."""
     records: list[dict[str, str | None]] = []
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            value = None
-        if not isinstance(value, dict):
-            records.append({LOAD_ERROR: "line is not a JSON object"})
-            continue
-        records.append({k: _scalar_text(v) for k, v in value.items() if k != LOAD_ERROR})
+    errors: list[str | None] = []
+    for line in data.split(b"\n"):
+        value: object = {}
+        if line.strip():
+            try:
+                value = json.loads(line, parse_float=Decimal)
+            except ValueError:
+                value = None
+        records.append(
+            {k: _scalar_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
+        )
+        errors.append(None if isinstance(value, dict) else "line is not a JSON object")
     keys = list(dict.fromkeys(k for r in records for k in r))
-    frame = pl.DataFrame({k: [r.get(k) for r in records] for k in keys},
-                         schema=dict.fromkeys(keys, pl.String))
-    return frame if LOAD_ERROR in keys else frame.with_columns(_no_load_error())
+    frame = pl.DataFrame(
+        {k: [r.get(k) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String)
+    )
+    return _with_load_errors(frame, errors)
 
 
 def _scalar_text(value: object) -> str | None:
@@ -191,9 +248,11 @@ def _scalar_text(value: object) -> str | None:
         return value
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, int | float):
+    if isinstance(value, Decimal) and value.is_finite() and abs(value.adjusted()) < 100:
+        return format(value, "f")  # exactly as written, without an exponent
+    if isinstance(value, int | float | Decimal):
         return str(value)
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=float).decode()
 
 
 def _read_parquet(data: bytes, path: Path, delimiter: str) -> pl.DataFrame:
@@ -201,7 +260,7 @@ def _read_parquet(data: bytes, path: Path, delimiter: str) -> pl.DataFrame:
         frame = pl.read_parquet(io.BytesIO(data))
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{path} is not a readable Parquet file: {_first_line(exc)}") from exc
-    return _as_text(frame).with_columns(_no_load_error())
+    return _with_load_errors(_as_text(frame))
 
 
 def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
@@ -209,9 +268,10 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
     exprs = []
     for name, dtype in frame.schema.items():
         col = pl.col(name)
-        if dtype.is_nested():
-            exprs.append(pl.struct(col).struct.json_encode().str.slice(len(name) + 3)
-                         .str.head(-1).alias(name))
+        if dtype.is_nested():  # {"v":<json>} -> <json>
+            exprs.append(
+                pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name)
+            )
         else:
             exprs.append(col.cast(pl.String))
     return frame.select(exprs)
@@ -219,10 +279,6 @@ def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _no_load_error() -> pl.Expr:
-    return pl.lit(None, dtype=pl.String).alias(LOAD_ERROR)
 
 
 def _key(name: str) -> str:
@@ -237,15 +293,19 @@ def _canonical_columns(frame: pl.DataFrame, path: Path, mapping: Mapping[str, st
     by_key = {**_BY_KEY, **{_key(k): v for k, v in mapping.items()}}
     found = [c for c in frame.columns if c not in (LOAD_ERROR, SOURCE_ROW)]
     renames: dict[str, str] = {}
+    headers: dict[str, str] = {}  # field -> the header it is read from
     for name in found:
-        target = mapping.get(name) or by_key.get(_key(name))
+        header = _DUPLICATE.sub("", name)  # a repeated header counts as the same name
+        header = header if header in frame.columns else name
+        target = mapping.get(header) or by_key.get(_key(header))
         if target is None:
             continue
-        if target in renames.values():
-            other = next(k for k, v in renames.items() if v == target)
-            raise InputError(f"{path} has two columns for {target}: {other!r} and {name!r}; "
-                             "drop one or map it in [columns] of the config")
-        renames[name] = target
+        if target in headers:
+            raise InputError(
+                f"{path} has two columns for {target}: {_show(headers[target])!r} "
+                f"and {_show(header)!r}; drop one or map it in [columns] of the config"
+            )
+        renames[name], headers[target] = target, header
     _require(path, found, set(renames.values()))
     frame = frame.select([*renames, SOURCE_ROW, LOAD_ERROR]).rename(renames)
     missing = [pl.lit(None, dtype=pl.String).alias(f) for f in OPTIONAL_FIELDS if f not in frame]
@@ -256,12 +316,19 @@ def _require(path: Path, found: list[str], present: set[str]) -> None:
     missing = [f for f in REQUIRED_FIELDS if f not in present]
     if not missing:
         return
-    shown = ", ".join(found[:12]) + (", ..." if len(found) > 12 else "")
+    shown = ", ".join(_show(name) for name in found[:12]) + (", ..." if len(found) > 12 else "")
     hint = "map them in [columns] of the config"
-    if len(found) == 1 and any(d in found[0] for d in DELIMITERS):
+    if len(found) == 1 or not present:  # nothing matched: most likely split on the wrong char
         hint = "is the delimiter right? set [input] delimiter in the config"
-    raise InputError(f"{path} has no column {', '.join(repr(m) for m in missing)} "
-                     f"(found: {shown}); {hint}")
+    raise InputError(
+        f"{path} has no column {', '.join(repr(m) for m in missing)} (found: {shown}); {hint}"
+    )
+
+
+def _show(name: str, width: int = 40) -> str:
+    """A header as one short line, for a message."""
+    name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], name)
+    return name if len(name) <= width else name[: width - 3] + "..."
 
 
 def _number_rows(frame: pl.DataFrame) -> pl.DataFrame:

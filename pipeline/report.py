@@ -51,7 +51,7 @@ def points_by_definition(valid: pl.DataFrame, outcomes: pl.DataFrame) -> dict[st
     totals = (
         valid.join(accepted, on=SOURCE_ROW, how="semi")
         .group_by("definitionId")
-        .agg(pl.col("amount").cast(pl.Decimal(38, 15)).sum())
+        .agg(pl.col("amount").cast(pl.Decimal(38, 20)).sum())
         .sort("definitionId")
     )
     return {str(d): _number(Decimal(str(a))) for d, a in totals.iter_rows()}

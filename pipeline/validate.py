@@ -24,8 +24,10 @@ GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # [0-9], not \d: polars' \d also matches other scripts' digits, which no parser downstream reads
 DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
 WHOLE = r"^\+?[0-9]{1,18}(\.0*)?$"
-ISO_8601 = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-            r"([T ][0-9]{2}:[0-9]{2}(:[0-5][0-9](\.[0-9]+)?)?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$")
+ISO_8601 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-5][0-9](\.[0-9]+)?)?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$"
+)
 CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 and C1, but tab, LF and CR
 MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly
 DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
@@ -64,7 +66,10 @@ def validate(frame: pl.DataFrame, rules: Rules) -> Validated:
 def _prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """Parse each text field once, into helper columns ``_<field>`` the checks read."""
     return frame.with_columns(
-        pl.col("contactId").str.strip_chars().str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase()
+        pl.col("contactId")
+        .str.strip_chars()
+        .str.replace(r"^\{(.*)\}$", "$1")
+        .str.to_lowercase()
         .alias("_contactId"),
         _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
         _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
@@ -87,6 +92,11 @@ def _canonical_amount(s: pl.Expr) -> pl.Expr:
 
 
 def _significant_digits(amount: pl.Expr) -> pl.Expr:
+    """Of a canonical amount, from the first non-zero digit on: ``0.0012`` has 2, ``1200`` has 4.
+
+    Counting an integer's trailing zeros keeps every amount under 1e15: a bigger one is a
+    mistake (a card number in the amount column), and would not fit the report's sums.
+    """
     return amount.str.replace_all(r"[-.]", "").str.strip_chars_start("0").str.len_chars()
 
 
@@ -99,8 +109,11 @@ def _whole_number(s: pl.Expr) -> pl.Expr:
 def _instant(s: pl.Expr, tz: str) -> pl.Expr:
     """An ISO 8601 date or date-time as an instant in ``tz``; null when it isn't one."""
     iso = s.str.contains(ISO_8601)
-    s = (s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
-         .str.replace(r"[zZ]$", "+00:00").str.replace(r"(T.*[+-]\d{2})$", "${1}:00"))
+    s = (
+        s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+        .str.replace(r"[zZ]$", "+00:00")
+        .str.replace(r"(T.*[+-]\d{2})$", "${1}:00")
+    )
     aware = pl.coalesce(
         s.str.to_datetime(f"%Y-%m-%dT%H:%M{sec}%z", strict=False, time_unit="us")
         for sec in (":%S%.f", "")
@@ -110,8 +123,13 @@ def _instant(s: pl.Expr, tz: str) -> pl.Expr:
         s.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
         s.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
     ).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    return (pl.when(~iso).then(None)
-            .when(s.str.contains(r"T.*[+-]\d{2}:?\d{2}$")).then(aware).otherwise(naive))
+    return (
+        pl.when(~iso)
+        .then(None)
+        .when(s.str.contains(r"T.*[+-]\d{2}:?\d{2}$"))
+        .then(aware)
+        .otherwise(naive)
+    )
 
 
 def _blank(field: str) -> pl.Expr:
@@ -135,54 +153,84 @@ def _text_checks(field: str, max_length: int) -> list[pa.Check]:
     s = pl.col(field)
     return [
         _required(field),
-        _check(_blank(field) | (s.str.len_chars() <= max_length),
-               f"{field} is longer than {max_length} characters"),
+        _check(
+            _blank(field) | (s.str.len_chars() <= max_length),
+            f"{field} is longer than {max_length} characters",
+        ),
         _check(_blank(field) | ~s.str.contains(CONTROL), f"{field} holds a control character"),
     ]
 
 
 def _date_checks(field: str) -> list[pa.Check]:
-    return [_check(_blank(field) | pl.col(f"_{field}").is_not_null(),
-                   f"{field} must be {DATE_HINT}, existing in the configured time zone")]
+    return [
+        _check(
+            _blank(field) | pl.col(f"_{field}").is_not_null(),
+            f"{field} must be {DATE_HINT}, existing in the configured time zone",
+        )
+    ]
 
 
 def _definition_checks(known: frozenset[int] | None) -> list[pa.Check]:
     checks = [
         _required("definitionId"),
-        _check(_blank("definitionId") | (pl.col("_definitionId") > 0),
-               "definitionId must be a positive whole number"),
+        _check(
+            _blank("definitionId") | (pl.col("_definitionId") > 0),
+            "definitionId must be a positive whole number",
+        ),
     ]
     if known is not None:
         shown = ", ".join(str(i) for i in sorted(known)[:20]) or "none"
-        checks.append(_check(
-            pl.col("_definitionId").is_null() | (pl.col("_definitionId") <= 0)
-            | pl.col("_definitionId").is_in(sorted(known)),
-            f"definitionId is not a point definition of this Engage tenant (known: {shown})"))
+        checks.append(
+            _check(
+                pl.col("_definitionId").is_null()
+                | (pl.col("_definitionId") <= 0)
+                | pl.col("_definitionId").is_in(sorted(known)),
+                f"definitionId is not a point definition of this Engage tenant (known: {shown})",
+            )
+        )
     return checks
 
 
 def _schema(rules: Rules) -> pa.DataFrameSchema:
     amount = pl.col("_amount")
     columns = {
-        "contactId": [_required("contactId"),
-                      _check(_blank("contactId") | pl.col("_contactId").str.contains(GUID),
-                             "contactId must be a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301")],
-        "amount": [_required("amount"),
-                   _check(_blank("amount") | amount.is_not_null(),
-                          "amount must be a number like 12 or -3.5 (a '.' for decimals)"),
-                   _check(amount.is_null() | (_significant_digits(amount) <= MAX_DIGITS),
-                          f"amount has more than {MAX_DIGITS} significant digits")],
+        "contactId": [
+            _required("contactId"),
+            _check(
+                _blank("contactId") | pl.col("_contactId").str.contains(GUID),
+                "contactId must be a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+            ),
+        ],
+        "amount": [
+            _required("amount"),
+            _check(
+                _blank("amount") | amount.is_not_null(),
+                "amount must be a number like 12 or -3.5 (a '.' for decimals)",
+            ),
+            _check(
+                amount.is_null() | (_significant_digits(amount) <= MAX_DIGITS),
+                f"amount has more than {MAX_DIGITS} significant digits",
+            ),
+        ],
         "definitionId": _definition_checks(rules.definition_ids),
         "source": _text_checks("source", rules.max_source_length),
         "description": _text_checks("description", rules.max_description_length),
         **{f: _date_checks(f) for f in DATE_FIELDS},
     }
-    window = (pl.col("_validFrom").is_null() | pl.col("_validTo").is_null()
-              | (pl.col("_validTo") > pl.col("_validFrom")))
+    window = (
+        pl.col("_validFrom").is_null()
+        | pl.col("_validTo").is_null()
+        | (pl.col("_validTo") > pl.col("_validFrom"))
+    )
     return pa.DataFrameSchema(
-        {name: pa.Column(pl.String, checks=checks, nullable=True) for name, checks in columns.items()},
-        checks=[_check(window, "validTo must be after validFrom"),
-                _check(pl.col(LOAD_ERROR).is_null(), MALFORMED)],
+        {
+            name: pa.Column(pl.String, checks=checks, nullable=True)
+            for name, checks in columns.items()
+        },
+        checks=[
+            _check(window, "validTo must be after validFrom"),
+            _check(pl.col(LOAD_ERROR).is_null(), MALFORMED),
+        ],
     )
 
 
@@ -202,16 +250,20 @@ def _reasons_from(cases: pl.DataFrame, prepared: pl.DataFrame) -> pl.DataFrame:
         cases.filter(pl.col("index").is_not_null())
         .select(
             pl.col("index").cast(pl.UInt32).alias("_i"),
-            pl.when(pl.col("check") == MALFORMED).then(-1)  # the cause of the others: first
+            pl.when(pl.col("check") == MALFORMED)
+            .then(-1)  # the cause of the others: first
             .otherwise(pl.col("column").replace_strict(order, default=len(order)))
-            .fill_null(len(order)).alias("_rank"),
+            .fill_null(len(order))
+            .alias("_rank"),
             pl.col("check_number").fill_null(0).alias("_n"),
             pl.col("check").alias(REASON),
         )
         .join(load_errors, on="_i", how="left")
         .with_columns(
             pl.when(pl.col(REASON) == MALFORMED)
-            .then(pl.col("_loadReason")).otherwise(pl.col(REASON)).alias(REASON)
+            .then(pl.col("_loadReason"))
+            .otherwise(pl.col(REASON))
+            .alias(REASON)
         )
         .unique(["_i", REASON])
         .sort("_i", "_rank", "_n")
@@ -234,8 +286,16 @@ def _mark_duplicates(checked: pl.DataFrame) -> pl.DataFrame:
 
 
 def _normalised_names() -> list[str]:
-    return ["_contactId", "_amount", "_definitionId", "_timeStamp", "source", "description",
-            "_validFrom", "_validTo"]
+    return [
+        "_contactId",
+        "_amount",
+        "_definitionId",
+        "_timeStamp",
+        "source",
+        "description",
+        "_validFrom",
+        "_validTo",
+    ]
 
 
 def _normalised() -> list[pl.Expr]:

@@ -1,0 +1,436 @@
+"""Validate: every field rule, every reason a row fails, duplicates, time zones, exact amounts."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.engage import FIELDS
+from pipeline.validate import Rules, Validated, validate
+
+GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+GOOD: dict[str, str | None] = {
+    "contactId": GUID,
+    "amount": "10",
+    "definitionId": "3",
+    "timeStamp": None,
+    "source": "POS",
+    "description": "receipt 1",
+    "validFrom": None,
+    "validTo": None,
+}
+DATE = "must be an ISO 8601 date or date-time"
+
+
+def frame(*rows: dict[str, Any]) -> pl.DataFrame:
+    """A frame shaped like load's output: GOOD values overridden by each row's."""
+    records = [{**GOOD, "_loadError": None, **row} for row in rows]
+    return pl.DataFrame(
+        {name: [r[name] for r in records] for name in (*FIELDS, "_loadError")},
+        schema=dict.fromkeys((*FIELDS, "_loadError"), pl.String),
+    ).with_columns(sourceRow=pl.int_range(1, len(records) + 1, dtype=pl.Int64))
+
+
+def check(*rows: dict[str, Any], **rules: Any) -> Validated:
+    return validate(frame(*rows), Rules(**rules))
+
+
+def sent(row: dict[str, Any], field: str, **rules: Any) -> object:
+    """The value of ``field`` a valid row is sent with (fails if the row is invalid)."""
+    result = check(row, **rules)
+    assert result.invalid.height == 0, result.invalid["reason"].to_list()
+    return result.valid[field][0]
+
+
+def reason(row: dict[str, Any], **rules: Any) -> str:
+    """The reason a single invalid row is rejected with (fails if it is valid)."""
+    result = check(row, **rules)
+    assert result.valid.height == 0
+    return str(result.invalid["reason"][0])
+
+
+def test_a_good_row_is_valid_and_shaped_for_sending() -> None:
+    """A valid row comes out with sourceRow and the eight fields, definitionId as Int64."""
+    result = check({})
+    assert result.invalid.height == 0
+    assert result.valid.columns == ["sourceRow", *FIELDS]
+    assert result.valid.schema["definitionId"] == pl.Int64
+    assert result.valid.row(0) == (1, GUID, "10", 3, None, "POS", "receipt 1", None, None)
+
+
+def test_empty_frame_gives_empty_results_with_their_columns() -> None:
+    """A header-only import validates to two empty frames with the usual columns."""
+    result = validate(frame().clear(), Rules())
+    assert (result.valid.height, result.invalid.height) == (0, 0)
+    assert result.valid.columns == ["sourceRow", *FIELDS]
+    assert result.invalid.columns == ["sourceRow", "reason"]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [GUID, GUID.upper(), "{" + GUID + "}", "{" + GUID.upper() + "}", f"  {GUID} "],
+)
+def test_contact_id_guid_is_normalised(given: str) -> None:
+    """A GUID in any case, with braces or spaces around it, is sent lower-case and bare."""
+    assert sent({"contactId": given}, "contactId") == GUID
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["42", "not-a-guid", GUID.replace("-", ""), "{" + GUID, GUID + "0", GUID.replace("3", "g")],
+)
+def test_contact_id_not_a_guid_is_rejected(given: str) -> None:
+    """Anything but a hyphenated GUID (in matched braces or none) is rejected."""
+    assert reason({"contactId": given}).startswith("contactId must be a GUID")
+
+
+@pytest.mark.parametrize("field", ["contactId", "amount", "definitionId", "source", "description"])
+@pytest.mark.parametrize("given", [None, "", "   "])
+def test_required_fields_missing_or_blank_are_rejected(field: str, given: str | None) -> None:
+    """Each required field, missing or blank, gives exactly '<field> is required'."""
+    assert reason({field: given}) == f"{field} is required"
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("10", "10"),
+        ("+007.50", "7.5"),
+        ("-0", "0"),
+        ("-0.000", "0"),
+        ("+0", "0"),
+        ("-3.25", "-3.25"),
+        (".5", "0.5"),
+        ("-.5", "-0.5"),
+        ("5.", "5"),
+        (" 12 ", "12"),
+        ("0.000001", "0.000001"),
+        ("0.1", "0.1"),
+        ("1234567890.12345", "1234567890.12345"),
+        ("123456789012345", "123456789012345"),
+        ("0.000000000000001", "0.000000000000001"),
+    ],
+)
+def test_amount_is_canonicalised_exactly(given: str, canonical: str) -> None:
+    """A plain decimal is sent as its canonical text: no sign '+', no padding zeros, no -0."""
+    assert sent({"amount": given}, "amount") == canonical
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["1e5", "1E5", "1,5", "1 000", "NaN", "inf", "+", "-", ".", "--1", "1.2.3", "١٢", "0x10"],
+)
+def test_amount_not_a_plain_decimal_is_rejected(given: str) -> None:
+    """Exponents, commas, spaces, words and non-ASCII digits are not amounts."""
+    assert reason({"amount": given}).startswith("amount must be a number")
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["1234567890.123456", "0.30000000000000004", "100000000000000.1", "1" * 16, "1" + "0" * 15],
+)
+def test_amount_with_more_than_15_significant_digits_is_rejected(given: str) -> None:
+    """An amount a double can't hold exactly, or of 1e15 and more, is rejected, not rounded."""
+    assert reason({"amount": given}) == "amount has more than 15 significant digits"
+
+
+def _renderings(draw: st.DrawFn, value: Decimal) -> str:
+    text = format(value, "f")
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    if not sign and draw(st.booleans()):
+        sign = "+"
+    digits = "0" * draw(st.integers(0, 3)) + digits
+    if draw(st.booleans()):
+        digits += ("" if "." in digits else ".") + "0" * draw(st.integers(0, 3))
+    if digits.startswith("0.") and len(digits) > 2 and draw(st.booleans()):
+        digits = digits[1:]
+    return sign + digits
+
+
+@st.composite
+def amounts(draw: st.DrawFn) -> tuple[Decimal, str]:
+    """A Decimal of at most 15 significant digits, under 1e15, and one way a file may write it."""
+    value = Decimal(draw(st.integers(-(10**15) + 1, 10**15 - 1))).scaleb(draw(st.integers(-20, 0)))
+    return value, _renderings(draw, value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(amounts(), min_size=1, max_size=20))
+def test_amount_canonical_text_is_the_exact_decimal(cases: list[tuple[Decimal, str]]) -> None:
+    """Any rendering of a <=15-digit Decimal becomes its exact canonical text (never a float)."""
+    result = check(*({"amount": text} for _, text in cases), allow_duplicates=True)
+    assert result.invalid.height == 0, result.invalid.rows()
+    for (value, _), canonical in zip(cases, result.valid["amount"], strict=True):
+        assert Decimal(canonical) == value
+        expected = "0" if value == 0 else format(value.normalize(), "f")
+        assert canonical == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("3", 3), ("+3", 3), ("007", 7), ("3.0", 3), (" 3 ", 3)]
+)
+def test_definition_id_positive_whole_number_is_sent_as_int(given: str, expected: int) -> None:
+    """A positive whole number, however written, is sent as an Int64."""
+    assert sent({"definitionId": given}, "definitionId") == expected
+
+
+@pytest.mark.parametrize("given", ["0", "-1", "1.5", "abc", "1e3", "٣", "9" * 19])
+def test_definition_id_not_a_positive_whole_number_is_rejected(given: str) -> None:
+    """Zero, negatives, fractions, words, non-ASCII digits and overflow are rejected."""
+    assert reason({"definitionId": given}) == "definitionId must be a positive whole number"
+
+
+def test_definition_id_known_to_the_tenant_is_valid() -> None:
+    """With the tenant's definitions given, a known id passes."""
+    assert sent({"definitionId": "3"}, "definitionId", definition_ids=frozenset({1, 3})) == 3
+
+
+def test_definition_id_unknown_to_the_tenant_is_rejected_naming_the_known_ones() -> None:
+    """An id the tenant has no definition for is rejected; the reason lists the known ids."""
+    got = reason({"definitionId": "4"}, definition_ids=frozenset({3, 1}))
+    assert got == "definitionId is not a point definition of this Engage tenant (known: 1, 3)"
+
+
+def test_definition_id_malformed_is_not_also_called_unknown() -> None:
+    """A malformed id gets one reason, not also 'not a point definition'."""
+    got = reason({"definitionId": "abc"}, definition_ids=frozenset({3}))
+    assert got == "definitionId must be a positive whole number"
+
+
+@pytest.mark.parametrize("field", ["source", "description"])
+@pytest.mark.parametrize("given", ["a\tb", "line 1\r\nline 2", "line 1\nline 2", "Köp på nätet ✓"])
+def test_text_with_tab_cr_lf_and_unicode_is_valid_and_unchanged(field: str, given: str) -> None:
+    """Tab, CR, LF and any printable Unicode are allowed and sent as they are."""
+    assert sent({field: given}, field) == given
+
+
+@pytest.mark.parametrize("field", ["source", "description"])
+@pytest.mark.parametrize("given", ["a\x00b", "a\x01b", "a\x1bb", "a\x7fb", "a\x85b", "a\x0bb"])
+def test_text_with_other_control_characters_is_rejected(field: str, given: str) -> None:
+    """C0 controls other than tab/CR/LF, DEL and C1 controls are rejected."""
+    assert reason({field: given}) == f"{field} holds a control character"
+
+
+@pytest.mark.parametrize(("field", "limit"), [("source", 255), ("description", 1000)])
+def test_text_length_limits_default(field: str, limit: int) -> None:
+    """Exactly the default limit passes; one character more is rejected."""
+    assert sent({field: "é" * limit}, field) == "é" * limit
+    assert reason({field: "é" * (limit + 1)}) == f"{field} is longer than {limit} characters"
+
+
+def test_text_length_limits_come_from_the_rules() -> None:
+    """Rules' max lengths are the limits used."""
+    rules = {"max_source_length": 3, "max_description_length": 5}
+    assert reason({"source": "abcd", "description": "abcdef"}, **rules) == (
+        "source is longer than 3 characters; description is longer than 5 characters"
+    )
+    assert check({"source": "abc", "description": "abcde"}, **rules).valid.height == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("2026-01-15T10:00:00", "2026-01-15T10:00:00+01:00"),  # winter: CET
+        ("2026-07-15T10:00:00", "2026-07-15T10:00:00+02:00"),  # summer: CEST
+        ("2026-01-15 10:00", "2026-01-15T10:00:00+01:00"),
+        ("2026-01-15", "2026-01-15T00:00:00+01:00"),
+        ("2026-01-15T10:00:00.5", "2026-01-15T10:00:00.500+01:00"),
+        ("2026-01-15T10:00:00.123456", "2026-01-15T10:00:00.123456+01:00"),
+        ("2026-10-25T02:30:00", "2026-10-25T02:30:00+02:00"),  # ambiguous: the earliest
+        ("2026-01-15T10:00:00Z", "2026-01-15T11:00:00+01:00"),
+        ("2026-01-15T10:00:00z", "2026-01-15T11:00:00+01:00"),
+        ("2026-01-15T10:00:00+02", "2026-01-15T09:00:00+01:00"),
+        ("2026-01-15T10:00:00+0200", "2026-01-15T09:00:00+01:00"),
+        ("2026-01-15T10:00:00+02:00", "2026-01-15T09:00:00+01:00"),
+        ("2026-01-15 10:00+02:00", "2026-01-15T09:00:00+01:00"),
+        ("2026-07-15T10:00:00-05:30", "2026-07-15T17:30:00+02:00"),
+        ("2026-01-15 03:04:05.000000", "2026-01-15T03:04:05+01:00"),  # Parquet datetime text
+    ],
+)
+def test_dates_are_read_in_the_zone_and_sent_with_an_offset(given: str, expected: str) -> None:
+    """Naive values are read in Rules.timezone, offsets converted to it; output has the offset."""
+    assert sent({"timeStamp": given}, "timeStamp", timezone="Europe/Stockholm") == expected
+
+
+def test_valid_from_and_valid_to_are_read_like_time_stamp() -> None:
+    """validFrom and validTo are parsed and converted the same way as timeStamp."""
+    row = {"validFrom": "2026-01-15T10:00:00Z", "validTo": "2026-07-15 10:00"}
+    result = check(row, timezone="Europe/Stockholm")
+    assert result.valid.select("validFrom", "validTo").row(0) == (
+        "2026-01-15T11:00:00+01:00",
+        "2026-07-15T10:00:00+02:00",
+    )
+
+
+def test_dates_default_to_utc() -> None:
+    """Without a configured zone, naive values are UTC and sent as +00:00."""
+    assert sent({"timeStamp": "2026-07-15T10:00"}, "timeStamp") == "2026-07-15T10:00:00+00:00"
+
+
+def test_date_in_the_dst_gap_is_rejected() -> None:
+    """02:30 on the spring-forward night does not exist in Stockholm: rejected, not shifted."""
+    got = reason({"timeStamp": "2026-03-29T02:30:00"}, timezone="Europe/Stockholm")
+    assert got.startswith(f"timeStamp {DATE}")
+    assert "existing in the configured time zone" in got
+
+
+def test_dst_gap_is_fine_with_an_explicit_offset() -> None:
+    """The same wall time with an offset is an instant, so it is valid."""
+    got = sent({"timeStamp": "2026-03-29T02:30:00+01:00"}, "timeStamp", timezone="Europe/Stockholm")
+    assert got == "2026-03-29T03:30:00+02:00"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "15/01/2026",
+        "2026-02-30",
+        "2026-1-15",
+        "20260115",
+        "2026-01-15T10",
+        "2026-01-15T1:00",
+        "2026-01-15T25:00",
+        "2026-01-15T10:00:60",
+        "2026-01-15T10:00:00+2",
+        "2026-01-15T10:00:00+25:00",
+        "2026-01-15T10:00:00+02:00:00",
+        "2026-01-15Z",
+        "yesterday",
+    ],
+)
+def test_malformed_dates_are_rejected(given: str) -> None:
+    """Anything but an ISO 8601 date or date-time (with two-digit parts) is rejected."""
+    assert reason({"validFrom": given}).startswith(f"validFrom {DATE}")
+
+
+@pytest.mark.parametrize(
+    ("valid_from", "valid_to", "ok"),
+    [
+        ("2026-01-01", "2026-01-02", True),
+        ("2026-01-01", "2026-01-01", False),
+        ("2026-01-02", "2026-01-01", False),
+        ("2026-01-01T10:00:00+01:00", "2026-01-01T09:30:00Z", True),  # 10:30 local
+        ("2026-01-01T10:00:00+01:00", "2026-01-01T09:00:00Z", False),  # the same instant
+    ],
+)
+def test_valid_to_must_be_after_valid_from(valid_from: str, valid_to: str, ok: bool) -> None:
+    """validTo must be a later instant than validFrom, offsets taken into account."""
+    result = check({"validFrom": valid_from, "validTo": valid_to})
+    assert result.valid.height == ok
+    if not ok:
+        assert result.invalid["reason"].to_list() == ["validTo must be after validFrom"]
+
+
+def test_every_reason_is_given_in_field_order() -> None:
+    """A row wrong everywhere carries every reason, '; '-joined, in the API's field order."""
+    row = {
+        "contactId": "x",
+        "amount": "1,5",
+        "definitionId": "0",
+        "timeStamp": "soon",
+        "source": "",
+        "description": "a\x01",
+        "validFrom": "2026-01-02",
+        "validTo": "2026-01-01",
+    }
+    assert reason(row).split("; ") == [
+        "contactId must be a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "amount must be a number like 12 or -3.5 (a '.' for decimals)",
+        "definitionId must be a positive whole number",
+        "timeStamp must be an ISO 8601 date or date-time, e.g. 2026-11-26 or "
+        "2026-11-26T10:00:00+01:00, existing in the configured time zone",
+        "source is required",
+        "description holds a control character",
+        "validTo must be after validFrom",
+    ]
+
+
+def test_two_reasons_of_one_field_come_in_check_order() -> None:
+    """A text field too long and with a control character gets both reasons, length first."""
+    assert reason({"source": "\x01" * 300}) == (
+        "source is longer than 255 characters; source holds a control character"
+    )
+
+
+def test_load_error_is_the_reason() -> None:
+    """A row load found malformed is rejected with load's reason."""
+    assert reason({"_loadError": "row has 6 fields, the header has 5"}) == (
+        "row has 6 fields, the header has 5"
+    )
+
+
+def test_load_error_comes_before_the_field_reasons() -> None:
+    """A malformed row's load error is its first reason, then what its fields break."""
+    got = reason(
+        {"_loadError": "row has 6 fields, the header has 5", "amount": "x", "source": None}
+    )
+    assert got.split("; ") == [
+        "row has 6 fields, the header has 5",
+        "amount must be a number like 12 or -3.5 (a '.' for decimals)",
+        "source is required",
+    ]
+
+
+def test_invalid_rows_keep_their_source_rows_in_input_order() -> None:
+    """Invalid rows come out in input order with their own sourceRow; valid ones likewise."""
+    result = check({"amount": "x"}, {}, {"contactId": "y"}, {"amount": "2"})
+    assert result.invalid["sourceRow"].to_list() == [1, 3]
+    assert result.valid["sourceRow"].to_list() == [2, 4]
+
+
+def test_exact_duplicate_is_rejected_naming_the_first_row() -> None:
+    """The second and third copies of a row are rejected as duplicates of the first."""
+    result = check({}, {"amount": "5"}, {}, {})
+    assert result.valid["sourceRow"].to_list() == [1, 2]
+    assert result.invalid.rows() == [
+        (3, "duplicate of row 1 (set allow_duplicates to send both)"),
+        (4, "duplicate of row 1 (set allow_duplicates to send both)"),
+    ]
+
+
+def test_duplicates_are_found_after_normalising() -> None:
+    """Upper-case/braced GUID, '+10.0' vs '10', '3.0' vs '3' and Z vs +01:00 are the same row."""
+    first = {"timeStamp": "2026-01-15T11:00:00+01:00"}
+    same = {
+        "contactId": "{" + GUID.upper() + "}",
+        "amount": "+10.0",
+        "definitionId": "3.0",
+        "timeStamp": "2026-01-15T10:00:00Z",
+    }
+    result = check(first, same)
+    assert result.invalid.rows() == [(2, "duplicate of row 1 (set allow_duplicates to send both)")]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": "11"},
+        {"source": "POS "},
+        {"description": "receipt 2"},
+        {"timeStamp": "2026-01-15"},
+        {"validTo": "2027-01-01"},
+    ],
+)
+def test_rows_differing_in_any_field_are_not_duplicates(change: dict[str, str]) -> None:
+    """One differing field (even a trailing space in a text) makes a different row."""
+    assert check({}, change).valid.height == 2
+
+
+def test_an_invalid_row_is_nobodys_original() -> None:
+    """Duplicates are counted among valid rows: the first valid copy is the original."""
+    result = check({"_loadError": "row has 6 fields, the header has 5"}, {}, {})
+    assert result.invalid.rows() == [
+        (1, "row has 6 fields, the header has 5"),
+        (3, "duplicate of row 2 (set allow_duplicates to send both)"),
+    ]
+
+
+def test_allow_duplicates_sends_every_copy() -> None:
+    """With allow_duplicates, exact duplicates are all valid."""
+    result = check({}, {}, allow_duplicates=True)
+    assert (result.valid.height, result.invalid.height) == (2, 0)
