@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.engage import FIELDS
-from pipeline.load import SOURCE_ROW
 
 JSON = "_json"
 KEY_NAMESPACE = b"points-import/batch/v1"
@@ -29,40 +28,68 @@ class Batch:
 
     seq: int  # 1-based position in the import's plan
     key: str
-    rows: pl.DataFrame  # sourceRow, FIELDS, _json
-    part: str = ""  # "" for a planned batch; "0"/"1" per split, e.g. "01"
+    rows: pl.DataFrame  # sourceRow, FIELDS, the input's text (RAW), _json
+    part: str = ""  # "" for a planned batch; "0"/"1" per split, e.g. "01"; "r" reconciled
+    body: bytes = b""
+
+    @classmethod
+    def of(cls, seq: int, key: str, rows: pl.DataFrame, part: str = "") -> Batch:
+        return cls(seq, key, rows, part, body_of(rows))
 
     @property
     def label(self) -> str:
         return f"{self.seq}" + (f".{self.part}" if self.part else "")
 
-    @property
-    def body(self) -> bytes:
-        return body_of(self.rows)
-
     def halves(self) -> tuple[Batch, Batch]:
         """The two halves of this batch, each under a key derived from this one's."""
         middle = (self.rows.height + 1) // 2
         return (
-            Batch(self.seq, child_key(self.key, "0"), self.rows.head(middle), self.part + "0"),
-            Batch(self.seq, child_key(self.key, "1"), self.rows.slice(middle), self.part + "1"),
+            Batch.of(self.seq, child_key(self.key, "0"), self.rows.head(middle), self.part + "0"),
+            Batch.of(self.seq, child_key(self.key, "1"), self.rows.slice(middle), self.part + "1"),
         )
+
+
+class Chunker:
+    """Valid rows fed piece by piece, batches out as soon as they are full: the same batches,
+    bodies and keys as ``chunk`` over all the rows at once."""
+
+    def __init__(self, size: int, import_id: str) -> None:
+        if not 1 <= size <= 1000:
+            raise ValueError(f"batch size must be 1 to 1000, not {size}")
+        self.size, self.import_id = size, import_id
+        self.seq = 0
+        self.carry: pl.DataFrame | None = None
+
+    def feed(self, valid: pl.DataFrame) -> Iterator[Batch]:
+        encoded = encode(valid)
+        rows = encoded if self.carry is None else pl.concat([self.carry, encoded])
+        full = rows.height - rows.height % self.size
+        for offset in range(0, full, self.size):
+            yield self._batch(rows.slice(offset, self.size))
+        self.carry = rows.slice(full)
+
+    def flush(self) -> Iterator[Batch]:
+        if self.carry is not None and self.carry.height:
+            yield self._batch(self.carry)
+        self.carry = None
+
+    def _batch(self, rows: pl.DataFrame) -> Batch:
+        self.seq += 1
+        body = body_of(rows)
+        return Batch(self.seq, batch_key(self.import_id, self.seq, body), rows, "", body)
 
 
 def chunk(valid: pl.DataFrame, size: int, import_id: str) -> Iterator[Batch]:
     """Batches of at most ``size`` rows (1 to 1000), in input order, with their keys."""
-    if not 1 <= size <= 1000:
-        raise ValueError(f"batch size must be 1 to 1000, not {size}")
-    encoded = encode(valid)
-    for seq, offset in enumerate(range(0, encoded.height, size), start=1):
-        rows = encoded.slice(offset, size)
-        yield Batch(seq, batch_key(import_id, seq, body_of(rows)), rows)
+    chunker = Chunker(size, import_id)
+    yield from chunker.feed(valid)
+    yield from chunker.flush()
 
 
 def encode(valid: pl.DataFrame) -> pl.DataFrame:
     """Add ``_json``: each row as the JSON object Engage gets; absent fields stay absent."""
     pieces = [_member(name, i == 0) for i, name in enumerate(FIELDS)]
-    return valid.select(SOURCE_ROW, *FIELDS, pl.concat_str([*pieces, pl.lit("}")]).alias(JSON))
+    return valid.with_columns(pl.concat_str([*pieces, pl.lit("}")]).alias(JSON))
 
 
 def _member(name: str, first: bool) -> pl.Expr:

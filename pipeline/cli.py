@@ -81,6 +81,16 @@ _state_dir = click.option(
     help="Seconds a batch in doubt is re-sent under its own key; older ones are "
     "reconciled first [default: from config, 82800].",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    help="Requests in flight at once [default: from config, 16].",
+)
+@click.option(
+    "--max-rps",
+    type=click.FloatRange(min=1),
+    help="At most this many requests in any second [default: from config, 50].",
+)
 @click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
 @click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
 def run_cmd(
@@ -93,6 +103,8 @@ def run_cmd(
     batch_size: int | None,
     state_dir: Path | None,
     idempotency_window: float | None,
+    concurrency: int | None,
+    max_rps: float | None,
     force: bool,
     yes: bool,
 ) -> int:
@@ -113,6 +125,8 @@ def run_cmd(
         dry_run=dry_run,
         state_dir=state_dir,
         idempotency_window=idempotency_window,
+        concurrency=concurrency,
+        max_rps=max_rps,
         force=force,
         confirm=_confirmer(yes),
     )

@@ -20,6 +20,8 @@ from pipeline.config import Config, Credentials, credentials_from_env, resolve_t
 from pipeline.engage import EngageClient
 from pipeline.errors import EXIT_OK, EXIT_REJECTS, ConfigError
 from pipeline.journal import Journal
+from pipeline.limits import RateLimiter
+from pipeline.progress import progress_display
 from pipeline.runner import RunReport, RunSettings, run
 
 log = structlog.get_logger("pipeline.commands")
@@ -37,6 +39,8 @@ class ImportOptions:
     dry_run: bool = False
     state_dir: Path | None = None
     idempotency_window: float | None = None
+    concurrency: int | None = None
+    max_rps: float | None = None
     force: bool = False
     confirm: Callable[[str], bool] = field(default=lambda message: False)
 
@@ -63,8 +67,8 @@ def import_file(
     client = open_client(cfg, creds, stop) if creds else None
     journal = Journal.open(cfg.journal.state_dir) if client and not options.dry_run else None
     try:
-        with _graceful(stop):
-            result = run(settings, client, stop.is_set, journal)
+        with _graceful(stop), progress_display() as progress:
+            result = run(settings, client, stop.is_set, journal, progress)
     finally:
         for closing in (client, journal):
             if closing is not None:
@@ -74,6 +78,17 @@ def import_file(
 
 
 def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
+    engage = cfg.engage.model_copy(
+        update={
+            k: v
+            for k, v in (
+                ("concurrency", options.concurrency),
+                ("max_requests_per_second", options.max_rps),
+            )
+            if v is not None
+        }
+    )
+    cfg = cfg.model_copy(update={"engage": engage})
     journal = cfg.journal.model_copy(
         update={
             k: v
@@ -108,12 +123,15 @@ def open_client(
     cfg: Config, creds: Credentials, stop: threading.Event | None = None
 ) -> EngageClient:
     timeout = httpx.Timeout(cfg.engage.read_timeout, connect=cfg.engage.connect_timeout)
+    limiter = RateLimiter(cfg.engage.max_requests_per_second)
     return EngageClient.connect(
         creds.base_url,
         creds.api_key.get_secret_value(),
         timeout=timeout,
         retry=cfg.retry,
         stop=stop,
+        limiter=limiter,
+        connections=cfg.engage.concurrency,
     )
 
 

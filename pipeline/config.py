@@ -32,6 +32,8 @@ class EngageConfig(Section):
     connect_timeout: float = Field(10.0, gt=0)  # seconds
     read_timeout: float = Field(60.0, gt=0)  # seconds, per request
     check_definitions: bool = True  # GET the tenant's point definitions, reject unknown ids
+    concurrency: int = Field(16, ge=1, le=256)  # requests in flight; --concurrency
+    max_requests_per_second: float = Field(50.0, ge=1)  # Voyado recommends <= 50; --max-rps
 
 
 class InputConfig(Section):

@@ -26,6 +26,7 @@ from pipeline.errors import (
     FatalEngageError,
     TransientEngageError,
 )
+from pipeline.limits import RateLimiter
 
 FIELDS = (
     "contactId",
@@ -70,11 +71,13 @@ class EngageClient:
         retry: RetryConfig | None = None,
         sleep: Callable[[float], object] = time.sleep,
         stopping: Callable[[], bool] = lambda: False,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._http = http
         self._retry = retry or RetryConfig()
         self._sleep = sleep
         self._stopping = stopping
+        self._limiter = limiter
 
     @classmethod
     def connect(
@@ -86,17 +89,20 @@ class EngageClient:
         retry: RetryConfig | None = None,
         transport: httpx.BaseTransport | None = None,
         stop: threading.Event | None = None,
+        limiter: RateLimiter | None = None,
+        connections: int = 10,
     ) -> EngageClient:
+        """One keep-alive connection pool for every request of the run."""
         headers = {"apikey": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"}
         http = httpx.Client(
             base_url=base_url,
             headers=headers,
             transport=transport,
             timeout=timeout or httpx.Timeout(60.0, connect=10.0),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
-        if stop is None:
-            return cls(http, retry)
-        return cls(http, retry, sleep=stop.wait, stopping=stop.is_set)
+        stop = stop or threading.Event()
+        return cls(http, retry, sleep=stop.wait, stopping=stop.is_set, limiter=limiter)
 
     def close(self) -> None:
         self._http.close()
@@ -162,6 +168,8 @@ class EngageClient:
         return result, int(retrying.statistics.get("attempt_number", 1))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._limiter is not None:
+            self._limiter.acquire(self._stopping)
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -170,8 +178,17 @@ class EngageClient:
             raise TransientEngageError(
                 f"{method} {path} failed: {exc or type(exc).__name__}"
             ) from exc
+        if self._limiter is not None:
+            self._pace(response)
         _raise_for_status(response, f"{method} {path}")
         return response
+
+    def _pace(self, response: httpx.Response) -> None:
+        assert self._limiter is not None
+        if response.status_code == 429:
+            self._limiter.throttled(_retry_after(response))
+        elif response.status_code < 400:
+            self._limiter.succeeded()
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:

@@ -41,7 +41,6 @@ CREATE TABLE imports (
     import_id TEXT PRIMARY KEY,
     input_path TEXT NOT NULL,
     input_sha256 TEXT NOT NULL,
-    plan_sha256 TEXT NOT NULL,
     settings TEXT NOT NULL,
     definitions TEXT,
     batches INTEGER NOT NULL,
@@ -106,7 +105,6 @@ class ImportRecord:
     import_id: str
     input_path: str
     input_sha256: str
-    plan_sha256: str
     settings: dict[str, Any]
     definitions: list[int] | None
     batches: int
@@ -193,37 +191,47 @@ class Journal:
         import_id: str,
         input_path: str,
         input_sha256: str,
-        plan: Sequence[tuple[int, str, int, str]],
         settings: dict[str, Any],
-        definitions: Sequence[int] | None,
-        rows: int,
+        definitions: Sequence[int] | None = None,
     ) -> None:
-        """Record a new import and its plan: (seq, key, rows, content sha256) per batch."""
-        now = self._clock()
-        stamp = _iso(now)
+        """Record a new import; its batches are added as they are planned (``plan_batch``)."""
+        stamp = _iso(self._clock())
         with self._write() as db:
             db.execute(
-                "INSERT INTO imports (import_id, input_path, input_sha256, plan_sha256, settings,"
-                " definitions, batches, rows, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?)",
-                (
-                    import_id,
-                    input_path,
-                    input_sha256,
-                    plan_sha256(plan),
-                    _dump(settings),
-                    None if definitions is None else _dump(sorted(definitions)),
-                    len(plan),
-                    rows,
-                    stamp,
-                    stamp,
-                ),
-            )
-            db.executemany(
-                "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256, state,"
-                " updated_at) VALUES (?, ?, '', ?, ?, ?, 'planned', ?)",
-                [(import_id, seq, key, n, sha, now) for seq, key, n, sha in plan],
-            )
+                "INSERT INTO imports (import_id, input_path, input_sha256, settings, definitions,"
+                " batches, rows, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0, 'planned', ?, ?)",
+                (import_id, input_path, input_sha256, _dump(settings),
+                 None if definitions is None else _dump(sorted(definitions)), stamp, stamp),
+            )  # fmt: skip
+
+    def set_definitions(self, import_id: str, definitions: Sequence[int]) -> None:
+        """The point definitions validation used: a resumed run must judge rows the same."""
+        with self._write() as db:
+            db.execute("UPDATE imports SET definitions = ? WHERE import_id = ?",
+                       (_dump(sorted(definitions)), import_id))  # fmt: skip
+
+    def plan_batch(self, import_id: str, seq: int, key: str, rows: int, sha256: str) -> None:
+        """Add a planned batch; one planned before must have the same key (the same rows)."""
+        with self._write() as db:
+            found = db.execute(
+                "SELECT key FROM batches WHERE import_id = ? AND seq = ? AND part = ''",
+                (import_id, seq),
+            ).fetchone()
+            if found is not None and found["key"] != key:
+                raise JournalError(
+                    f"import {import_id} was planned differently (batch {seq} had other rows: "
+                    "another batch size, time zone, column mapping or validation setting); "
+                    "re-run it with the same config, or give it another --import-id"
+                )
+            if found is None:
+                db.execute(
+                    "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256,"
+                    " state, updated_at) VALUES (?, ?, '', ?, ?, ?, 'planned', ?)",
+                    (import_id, seq, key, rows, sha256, self._clock()),
+                )
+                db.execute("UPDATE imports SET batches = MAX(batches, ?) WHERE import_id = ?",
+                           (seq, import_id))  # fmt: skip
 
     def set_status(self, import_id: str, status: str, error: str | None = None) -> None:
         with self._write() as db:
@@ -236,12 +244,14 @@ class Journal:
         with self._write() as db:
             db.execute(
                 "UPDATE imports SET status = ?, exit_code = ?, summary = ?, last_error = ?,"
-                " updated_at = ? WHERE import_id = ?",
+                " rows = ?, batches = ?, updated_at = ? WHERE import_id = ?",
                 (
                     status,
                     exit_code,
                     _dump(summary),
                     summary.get("error"),
+                    summary.get("rows_read", 0),
+                    summary.get("batches_total", 0),
                     _iso(self._clock()),
                     import_id,
                 ),
@@ -389,15 +399,6 @@ class Journal:
         return {r["state"]: r["n"] for r in rows}
 
 
-def plan_sha256(plan: Sequence[tuple[int, str, int, str]]) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for seq, key, rows, sha in plan:
-        digest.update(f"{seq}:{key}:{rows}:{sha}\n".encode())
-    return digest.hexdigest()
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -519,7 +520,6 @@ def _import(r: sqlite3.Row) -> ImportRecord:
         import_id=r["import_id"],
         input_path=r["input_path"],
         input_sha256=r["input_sha256"],
-        plan_sha256=r["plan_sha256"],
         settings=json.loads(r["settings"]),
         definitions=json.loads(r["definitions"]) if r["definitions"] else None,
         batches=r["batches"],

@@ -23,38 +23,25 @@ REJECT_COLUMNS = (*FIELDS, SOURCE_ROW, "stage", "reason", "idempotencyKey")
 STAGES = ("validation", "server", "batch", "unsent")
 
 
-def rejects(raw: pl.DataFrame, invalid: pl.DataFrame, outcomes: pl.DataFrame) -> pl.DataFrame:
+def rejects(invalid: list[pl.DataFrame], refused: pl.DataFrame) -> pl.DataFrame:
     """Every row not accepted, with the values it had in the input, in input order."""
-    refused = pl.concat(
-        [
-            invalid.select(
-                SOURCE_ROW,
-                pl.lit("validation").alias("stage"),
-                "reason",
-                pl.lit(None, pl.String).alias("idempotencyKey"),
-            ),
-            outcomes.filter(~pl.col("accepted")).select(
-                SOURCE_ROW, "stage", "reason", "idempotencyKey"
-            ),
-        ]
-    )
-    return (
-        refused.join(raw.select(SOURCE_ROW, *FIELDS), on=SOURCE_ROW, how="left")
-        .sort(SOURCE_ROW)
-        .select(REJECT_COLUMNS)
-    )
+    parts = [
+        frame.select(
+            SOURCE_ROW,
+            *FIELDS,
+            pl.lit("validation").alias("stage"),
+            "reason",
+            pl.lit(None, pl.String).alias("idempotencyKey"),
+        )
+        for frame in invalid
+    ]
+    parts.append(refused.select(SOURCE_ROW, *FIELDS, "stage", "reason", "idempotencyKey"))
+    return pl.concat(parts).sort(SOURCE_ROW).select(REJECT_COLUMNS)
 
 
-def points_by_definition(valid: pl.DataFrame, outcomes: pl.DataFrame) -> dict[str, int | float]:
-    """Accepted points per definitionId, summed exactly."""
-    accepted = outcomes.filter(pl.col("accepted")).select(SOURCE_ROW)
-    totals = (
-        valid.join(accepted, on=SOURCE_ROW, how="semi")
-        .group_by("definitionId")
-        .agg(pl.col("amount").cast(pl.Decimal(38, 20)).sum())
-        .sort("definitionId")
-    )
-    return {str(d): _number(Decimal(str(a))) for d, a in totals.iter_rows()}
+def points(totals: dict[int, Decimal]) -> dict[str, int | float]:
+    """Accepted points per definitionId, summed exactly, as JSON numbers."""
+    return {str(d): _number(totals[d]) for d in sorted(totals)}
 
 
 def _number(value: Decimal) -> int | float:

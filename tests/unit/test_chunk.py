@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.chunk import Batch, chunk
+from pipeline.engage import FIELDS
+from pipeline.validate import RAW
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
@@ -32,10 +34,11 @@ def valid_rows(n: int, **overrides: object) -> pl.DataFrame:
         "validTo": ["2027-01-01T00:00:00+01:00"] * n,
     }
     data.update(overrides)  # type: ignore[arg-type]
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         data,
         schema_overrides={"definitionId": pl.Int64, "timeStamp": pl.String, "validFrom": pl.String},
     )
+    return frame.with_columns(pl.col(f).cast(pl.String).alias(RAW[f]) for f in FIELDS)
 
 
 def keys(frame: pl.DataFrame, size: int = 1000, import_id: str = "night-1") -> list[str]:

@@ -22,7 +22,6 @@ from pipeline.journal import (
     SCHEMA_VERSION,
     STALE_AFTER_S,
     Journal,
-    plan_sha256,
 )
 
 ID = "night-1"
@@ -53,7 +52,9 @@ def path(tmp_path: Path) -> Path:
 @pytest.fixture
 def journal(path: Path, clock: Clock) -> Iterator[Journal]:
     with Journal(path, clock=clock) as opened:
-        opened.register(ID, "in.csv", "a" * 64, PLAN, {"batch_size": 3}, [3, 1, 2], 6)
+        opened.register(ID, "in.csv", "a" * 64, {"batch_size": 3}, [3, 1, 2])
+        for seq, key, rows, sha in PLAN:
+            opened.plan_batch(ID, seq, key, rows, sha)
         yield opened
 
 
@@ -116,14 +117,13 @@ def test_a_registered_plan_comes_back_batch_by_batch(journal: Journal):
 
 
 def test_a_registered_import_is_found_with_its_identity(journal: Journal):
-    """find(): path, fingerprint, plan hash, settings, sorted definitions, sizes, no holder."""
+    """find(): path, fingerprint, settings, sorted definitions, batches so far, no holder."""
     record = journal.find(ID)
     assert record is not None
     assert (record.input_path, record.input_sha256) == ("in.csv", "a" * 64)
-    assert record.plan_sha256 == plan_sha256(PLAN)
     assert record.settings == {"batch_size": 3}
     assert record.definitions == [1, 2, 3]
-    assert (record.batches, record.rows, record.status) == (2, 6, "planned")
+    assert (record.batches, record.status) == (2, "planned")
     assert record.holder is None and record.exit_code is None and record.summary is None
 
 
@@ -198,7 +198,7 @@ def test_finish_stores_the_summary_exit_code_and_error(journal: Journal):
 def test_imports_lists_every_import_and_find_misses_unknown_ones(journal: Journal, clock: Clock):
     """imports() lists registered imports in creation order; find() of another id is None."""
     clock.now += 60
-    journal.register("night-2", "b.csv", "b" * 64, [(1, "k", 1, "s")], {}, None, 1)
+    journal.register("night-2", "b.csv", "b" * 64, {}, None)
     assert [r.import_id for r in journal.imports()] == [ID, "night-2"]
     assert journal.find("night-2").definitions is None  # type: ignore[union-attr]
     assert journal.find("never") is None
@@ -402,3 +402,10 @@ def test_a_write_refused_by_sqlite_becomes_a_read_only_journal_error(journal: Jo
     with pytest.raises(JournalError, match="read-only") as caught:
         journal.sending(ID, 1, "")
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+
+
+def test_a_batch_planned_again_must_have_its_key(journal: Journal):
+    """plan_batch() of a known batch with another key: the plan changed, JournalError."""
+    journal.plan_batch(ID, 1, "key-1", 3, "sha-1")  # the same: fine
+    with pytest.raises(JournalError, match="planned differently"):
+        journal.plan_batch(ID, 2, "other-key", 2, "sha-2")

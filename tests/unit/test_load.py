@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.engage import FIELDS
 from pipeline.errors import ConfigError, InputError
-from pipeline.load import load
+from pipeline.load import load, open_source, read_chunks
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 HEADER = ["contactId", "amount", "definitionId", "source", "description"]
@@ -492,3 +492,30 @@ def test_any_text_written_by_csv_round_trips(
     }
     assert {n: v for n, v in got.items() if n <= len(rows)} == expected
     assert frame.height == len(expected) + ragged
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.lists(CELL, min_size=5, max_size=5), max_size=12),
+    chunk=st.integers(min_value=1, max_value=120),
+    ndjson=st.booleans(),
+)
+def test_reading_in_small_pieces_gives_the_same_rows(
+    tmp_path: Path, rows: list[list[str]], chunk: int, ndjson: bool
+) -> None:
+    """Streamed in pieces of a few bytes, a file gives the same rows and numbers as whole."""
+    if ndjson:
+        text = "".join(json.dumps(dict(zip(HEADER, r, strict=True))) + "\n" for r in rows)
+        path = write(tmp_path / "in.ndjson", text or "\n")
+    else:
+        out = io.StringIO(newline="")
+        csv.writer(out).writerows([HEADER, *rows])
+        path = write(tmp_path / "in.csv", out.getvalue())
+    if ndjson and not rows:
+        return  # an empty NDJSON file is refused whole, in pieces or not
+    with open_source(path) as source:
+        whole = pl.concat(read_chunks(source))
+        pieces = pl.concat(read_chunks(source, chunk_bytes=chunk))
+    assert pieces.rows() == whole.rows()

@@ -116,8 +116,9 @@ def journal(tmp_path: Path, clock: Clock) -> Iterator[Journal]:
 def planned(journal: Journal, frame: pl.DataFrame, size: int) -> list[Batch]:
     """Chunk ``frame`` and register the plan, as the runner does."""
     batches = list(chunk(frame, size, ID))
-    plan = [(b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest()) for b in batches]
-    journal.register(ID, "in.csv", "f" * 64, plan, {"batch_size": size}, None, frame.height)
+    journal.register(ID, "in.csv", "f" * 64, {"batch_size": size})
+    for b in batches:
+        journal.plan_batch(ID, b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest())
     return batches
 
 

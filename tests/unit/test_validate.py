@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.engage import FIELDS
-from pipeline.validate import Rules, Validated, validate
+from pipeline.validate import RAW, Rules, Seen, Validated, validate
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 GOOD: dict[str, str | None] = {
@@ -58,17 +58,17 @@ def test_a_good_row_is_valid_and_shaped_for_sending() -> None:
     """A valid row comes out with sourceRow and the eight fields, definitionId as Int64."""
     result = check({})
     assert result.invalid.height == 0
-    assert result.valid.columns == ["sourceRow", *FIELDS]
+    assert result.valid.columns == ["sourceRow", *FIELDS, *RAW.values()]
     assert result.valid.schema["definitionId"] == pl.Int64
-    assert result.valid.row(0) == (1, GUID, "10", 3, None, "POS", "receipt 1", None, None)
+    assert result.valid.row(0)[:9] == (1, GUID, "10", 3, None, "POS", "receipt 1", None, None)
 
 
 def test_empty_frame_gives_empty_results_with_their_columns() -> None:
     """A header-only import validates to two empty frames with the usual columns."""
     result = validate(frame().clear(), Rules())
     assert (result.valid.height, result.invalid.height) == (0, 0)
-    assert result.valid.columns == ["sourceRow", *FIELDS]
-    assert result.invalid.columns == ["sourceRow", "reason"]
+    assert result.valid.columns == ["sourceRow", *FIELDS, *RAW.values()]
+    assert result.invalid.columns == ["sourceRow", *FIELDS, "reason"]
 
 
 @pytest.mark.parametrize(
@@ -387,7 +387,7 @@ def test_exact_duplicate_is_rejected_naming_the_first_row() -> None:
     """The second and third copies of a row are rejected as duplicates of the first."""
     result = check({}, {"amount": "5"}, {}, {})
     assert result.valid["sourceRow"].to_list() == [1, 2]
-    assert result.invalid.rows() == [
+    assert result.invalid.select("sourceRow", "reason").rows() == [
         (3, "duplicate of row 1 (set allow_duplicates to send both)"),
         (4, "duplicate of row 1 (set allow_duplicates to send both)"),
     ]
@@ -403,7 +403,9 @@ def test_duplicates_are_found_after_normalising() -> None:
         "timeStamp": "2026-01-15T10:00:00Z",
     }
     result = check(first, same)
-    assert result.invalid.rows() == [(2, "duplicate of row 1 (set allow_duplicates to send both)")]
+    assert result.invalid.select("sourceRow", "reason").rows() == [
+        (2, "duplicate of row 1 (set allow_duplicates to send both)")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -424,7 +426,7 @@ def test_rows_differing_in_any_field_are_not_duplicates(change: dict[str, str]) 
 def test_an_invalid_row_is_nobodys_original() -> None:
     """Duplicates are counted among valid rows: the first valid copy is the original."""
     result = check({"_loadError": "row has 6 fields, the header has 5"}, {}, {})
-    assert result.invalid.rows() == [
+    assert result.invalid.select("sourceRow", "reason").rows() == [
         (1, "row has 6 fields, the header has 5"),
         (3, "duplicate of row 2 (set allow_duplicates to send both)"),
     ]
@@ -434,3 +436,15 @@ def test_allow_duplicates_sends_every_copy() -> None:
     """With allow_duplicates, exact duplicates are all valid."""
     result = check({}, {}, allow_duplicates=True)
     assert (result.valid.height, result.invalid.height) == (2, 0)
+
+
+def test_duplicates_are_found_across_pieces_with_one_index():
+    """A row equal to one of an earlier piece is its duplicate; the index holds hashes only."""
+    rows = frame(*[{"description": f"receipt {i % 7}"} for i in range(1, 30)])
+    whole = validate(rows, Rules())
+    seen = Seen()
+    parts = [validate(rows[i : i + 4], Rules(), seen) for i in range(0, rows.height, 4)]
+    assert pl.concat([p.invalid for p in parts]).rows() == whole.invalid.rows()
+    assert pl.concat([p.valid for p in parts]).rows() == whole.valid.rows()
+    assert sum(run.height for run in seen.runs) == 7
+    assert {tuple(run.columns) for run in seen.runs} == {("_h", "first")}

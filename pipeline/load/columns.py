@@ -1,0 +1,89 @@
+"""Columns and rows: headers named like the API's fields, rows numbered from 1."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.engage import FIELDS, OPTIONAL_FIELDS, REQUIRED_FIELDS
+from pipeline.errors import InputError
+from pipeline.load.formats import BLANK, LOAD_ERROR, SOURCE_ROW
+
+_DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+_BY_KEY = {_key(f): f for f in FIELDS}
+
+
+def canonical_columns(
+    frame: pl.DataFrame, path: Path, mapping: Mapping[str, str], strict: bool = True
+) -> pl.DataFrame:
+    """Rename headers to the API's fields (any case and spacing, or by [columns]). Strict: a
+    required field with no column is an InputError; else its values are null (NDJSON lines
+    after the first piece may simply not have the key)."""
+    by_key = {**_BY_KEY, **{_key(k): v for k, v in mapping.items()}}
+    found = [c for c in frame.columns if c not in (LOAD_ERROR, SOURCE_ROW)]
+    renames: dict[str, str] = {}
+    headers: dict[str, str] = {}  # field -> the header it is read from
+    for name in found:
+        header = _DUPLICATE.sub("", name)  # a repeated header counts as the same name
+        header = header if header in frame.columns else name
+        target = mapping.get(header) or by_key.get(_key(header))
+        if target is None:
+            continue
+        if target in headers:
+            raise InputError(
+                f"{path} has two columns for {target}: {_show(headers[target])!r} "
+                f"and {_show(header)!r}; drop one or map it in [columns] of the config"
+            )
+        renames[name], headers[target] = target, header
+    if strict:
+        _require(path, found, set(renames.values()))
+    frame = frame.select([*renames, SOURCE_ROW, LOAD_ERROR]).rename(renames)
+    optional = OPTIONAL_FIELDS if strict else FIELDS
+    missing = [pl.lit(None, dtype=pl.String).alias(f) for f in optional if f not in frame]
+    return frame.with_columns(missing).select([*FIELDS, SOURCE_ROW, LOAD_ERROR])
+
+
+def _require(path: Path, found: list[str], present: set[str]) -> None:
+    missing = [f for f in REQUIRED_FIELDS if f not in present]
+    if not missing:
+        return
+    shown = ", ".join(_show(name) for name in found[:12]) + (", ..." if len(found) > 12 else "")
+    hint = "map them in [columns] of the config"
+    if len(found) == 1 or not present:  # nothing matched: most likely split on the wrong char
+        hint = "is the delimiter right? set [input] delimiter in the config"
+    raise InputError(
+        f"{path} has no column {', '.join(repr(m) for m in missing)} (found: {shown}); {hint}"
+    )
+
+
+def _show(name: str, width: int = 40) -> str:
+    """A header as one short line, for a message."""
+    name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], name)
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def number_rows(frame: pl.DataFrame, offset: int = 0) -> pl.DataFrame:
+    """Number the data rows from 1, then drop rows with no value in any column (blank lines).
+
+    An empty value is null, whether it was written as nothing or as ``""``.
+    """
+    values = [c for c in frame.columns if c != LOAD_ERROR]
+    numbered = frame.with_row_index(SOURCE_ROW, offset=offset + 1).with_columns(
+        pl.col(SOURCE_ROW).cast(pl.Int64),
+        *[pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in values],
+    )
+    if not values:
+        return numbered
+    blank = pl.all_horizontal(
+        [pl.col(c).is_null() | (pl.col(c).str.strip_chars(BLANK) == "") for c in values]
+    )
+    return numbered.filter(~blank | pl.col(LOAD_ERROR).is_not_null())

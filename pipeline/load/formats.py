@@ -1,0 +1,188 @@
+"""The formats: a piece of CSV/TSV or NDJSON text, or a slice of a Parquet file, as a frame
+of text columns with ``_loadError`` for malformed rows."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from pipeline.errors import ConfigError, InputError
+
+SOURCE_ROW = "sourceRow"
+LOAD_ERROR = "_loadError"
+DELIMITERS = (",", ";", "\t", "|")
+BLANK = " \t\r\n"  # what a blank line, or a line of only delimiters, holds
+EOF_MARK = "\u2403"  # appended to CSV text as a last line: a quote never closed swallows it
+UNCLOSED_QUOTE = "a quote opened in this row is never closed: the rest of the file was read into it"
+_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r]*\n")
+_LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' float would round
+_DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
+
+
+def parse_csv(data: bytes, sep: str, path: Path) -> pl.DataFrame:
+    """A header line and the records after it (no trailing line break) as text columns,
+    one row per record, ``_loadError`` saying what is wrong with a malformed one."""
+    data += b"\n" + EOF_MARK.encode() + b"\n"
+    try:
+        frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
+        errors: list[str | None] = [None] * frame.height
+    except (pl.exceptions.PolarsError, OSError):
+        frame, errors = _read_csv_tolerant(data.decode("utf-8"), sep, path)
+    return _with_load_errors(*_end_of_file(frame, errors))
+
+
+def one_char(delimiter: str) -> str:
+    sep = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter)
+    if len(sep) != 1 or not sep.isascii() or sep in '"\r\n':
+        raise ConfigError(
+            f"delimiter must be 'auto' or one ASCII character other than a quote "
+            f"or line break, not {delimiter!r}"
+        )
+    return sep
+
+
+def sniff_delimiter(data: bytes) -> str:
+    header = data.lstrip(b"\r\n").split(b"\n", 1)[0].decode("utf-8")
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: counts[d])  # ties keep the earlier, so "," wins
+    return best if counts[best] else ","
+
+
+def _read_csv_tolerant(text: str, sep: str, path: Path) -> tuple[pl.DataFrame, list[str | None]]:
+    """Python's csv module for files polars refuses: a malformed row becomes a rejected row."""
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=False)
+    rows: list[list[str | None]] = []
+    errors: list[str | None] = []
+    try:
+        header = next(r for r in reader if r)  # polars, too, skips blank lines before the header
+        for record in reader:
+            width = len(record)
+            errors.append(
+                f"row has {width} fields, the header has {len(header)}"
+                if width > len(header)
+                else None
+            )
+            padded: list[str | None] = [v if v != "" else None for v in record[: len(header)]]
+            rows.append(padded + [None] * (len(header) - len(padded)))
+    except csv.Error as exc:
+        raise InputError(f"{path} can't be read as CSV: {exc}") from exc
+    frame = pl.DataFrame(rows, schema=dict.fromkeys(_unique(header), pl.String), orient="row")
+    return frame, errors
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, -1) + 1
+        out.append(name if not seen[name] else f"{name}_duplicated_{seen[name] - 1}")
+    return out
+
+
+def _end_of_file(
+    frame: pl.DataFrame, errors: list[str | None]
+) -> tuple[pl.DataFrame, list[str | None]]:
+    """Drop the end-of-file mark's row; if a value swallowed the mark, a quote was never closed."""
+    swallowed = "\n" + EOF_MARK + "\n"
+    frame = frame.rename(lambda name: name.removesuffix(swallowed))
+    if frame.height and frame.row(-1)[0] == EOF_MARK:
+        return frame.head(-1), errors[:-1]
+    if frame.height:
+        frame = frame.with_columns(pl.all().str.strip_suffix(swallowed))
+        errors[-1] = "; ".join(filter(None, [errors[-1], UNCLOSED_QUOTE]))
+    return frame, errors
+
+
+def _with_load_errors(frame: pl.DataFrame, errors: list[str | None] | None = None) -> pl.DataFrame:
+    """The input's columns, except any named like ours (a rejects report has ``sourceRow``),
+    and ``_loadError``: why each row is malformed (null if it isn't)."""
+    frame = frame.drop(SOURCE_ROW, LOAD_ERROR, strict=False)
+    errors = [None] * frame.height if errors is None else errors
+    return frame.with_columns(pl.Series(LOAD_ERROR, errors, dtype=pl.String))
+
+
+def parse_ndjson(data: bytes) -> pl.DataFrame:
+    """Lines (no trailing line break), one row each. Polars reads them unless there are blank
+    lines (polars would not number them) or a number polars would round (more than 15
+    digits); then Python reads them line by line."""
+    if not (_BLANK_LINE.search(data) or _LONG_NUMBER.search(data)):
+        try:
+            names = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None).columns
+            frame = pl.read_ndjson(io.BytesIO(data), schema=dict.fromkeys(names, pl.String))
+            return _with_load_errors(frame)
+        except pl.exceptions.PolarsError:
+            pass
+    return _read_ndjson_tolerant(data)
+
+
+def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
+    """Line by line, numbers exact: a line that is not a JSON object becomes a rejected row."""
+    records: list[dict[str, str | None]] = []
+    errors: list[str | None] = []
+    for line in data.split(b"\n"):
+        value: object = {}
+        if line.strip():
+            try:
+                value = json.loads(line, parse_float=Decimal)
+            except ValueError:
+                value = None
+        records.append(
+            {k: _scalar_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
+        )
+        errors.append(None if isinstance(value, dict) else "line is not a JSON object")
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    frame = pl.DataFrame(
+        {k: [r.get(k) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String)
+    )
+    return _with_load_errors(frame, errors)
+
+
+def _scalar_text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Decimal) and value.is_finite() and abs(value.adjusted()) < 100:
+        return format(value, "f")  # exactly as written, without an exponent
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return orjson.dumps(value, default=float).decode()
+
+
+def parquet_slices(path: Path, shown: Path, rows: int) -> Iterator[pl.DataFrame]:
+    """The file's rows, ``rows`` at a time, as text columns."""
+    try:
+        scan = pl.scan_parquet(path)
+        total = scan.select(pl.len()).collect().item()
+        for offset in range(0, max(total, 1), rows):
+            yield _with_load_errors(_as_text(scan.slice(offset, rows).collect()))
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{shown} is not a readable Parquet file: {_first_line(exc)}") from exc
+
+
+def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
+    """Every column as text; nested values become their JSON text (and fail validation)."""
+    exprs = []
+    for name, dtype in frame.schema.items():
+        col = pl.col(name)
+        if dtype.is_nested():  # {"v":<json>} -> <json>
+            exprs.append(
+                pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name)
+            )
+        else:
+            exprs.append(col.cast(pl.String))
+    return frame.select(exprs)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

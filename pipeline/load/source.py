@@ -1,0 +1,173 @@
+"""The input as a whole, read once before any row is: its SHA-256 (the import's default
+identity), its format, and the checks that make a file unreadable as a whole — missing,
+empty, binary, not UTF-8, a broken gzip — so that no row of such a file is ever sent.
+A gzipped input is decompressed, on the way, into a temporary file the readers stream from.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pipeline.errors import ConfigError, InputError
+
+BLOCK = 8 << 20
+HEAD = 64 << 10  # how much of the start decides the format and the binary check
+BOM = b"\xef\xbb\xbf"
+FORMATS = ("csv", "tsv", "ndjson", "parquet")
+EXTENSIONS = {
+    ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet",
+    ".pq": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input file, checked, and where its (decompressed) bytes can be read."""
+
+    path: Path  # as the user named it
+    data: Path  # the bytes to parse: the file itself, or its decompressed copy
+    sha256: str  # of the bytes as stored
+    format: str
+    text_start: int  # offset past a BOM
+    line_breaks: bool  # holds a "\n" (else classic Mac "\r" line ends)
+
+
+@contextmanager
+def open_source(path: Path, fmt: str = "auto") -> Iterator[Source]:
+    """Check ``path`` whole and yield it as a Source; a temporary copy is removed after."""
+    if fmt not in ("auto", *FORMATS):
+        raise ConfigError(f"input format must be auto, {', '.join(FORMATS)}; not {fmt!r}")
+    scan = _Scan()
+    copy: Path | None = None
+    try:
+        with _opened(path) as raw:
+            copy = _read(raw, path, scan)
+        fmt = _detect(path, scan.head) if fmt == "auto" else fmt
+        if fmt != "parquet":
+            scan.check_text(path)
+        yield Source(
+            path,
+            copy or path,
+            scan.sha256.hexdigest(),
+            fmt,
+            len(BOM) if scan.head.startswith(BOM) else 0,
+            scan.line_breaks,
+        )
+    finally:
+        if copy is not None:
+            copy.unlink(missing_ok=True)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[BinaryIO]:
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(f"input {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise InputError(f"input file {path} can't be read: {exc.strerror}") from exc
+    with handle:
+        yield handle
+
+
+def _read(raw: BinaryIO, path: Path, scan: _Scan) -> Path | None:
+    """Feed every block to ``scan``; a gzip is inflated into a temporary file, returned."""
+    first = raw.read(BLOCK)
+    if not first.startswith(b"\x1f\x8b"):
+        for block in _blocks(raw, first):
+            scan.stored(block)
+            scan.feed(block)
+        return None
+    inflate = zlib.decompressobj(wbits=31)
+    fd, name = tempfile.mkstemp(prefix="points-import-", suffix=".in")
+    with os.fdopen(fd, "wb") as out:
+        try:
+            for block in _blocks(raw, first):
+                scan.stored(block)
+                data = inflate.decompress(block)
+                scan.feed(data)
+                out.write(data)
+            if not inflate.eof:
+                raise zlib.error("the compressed data ends too early")
+        except zlib.error as exc:
+            Path(name).unlink(missing_ok=True)
+            raise InputError(f"{path} is a broken gzip file: {exc}") from None
+    return Path(name)
+
+
+def _blocks(raw: BinaryIO, first: bytes) -> Iterator[bytes]:
+    block = first
+    while block:
+        yield block
+        block = raw.read(BLOCK)
+
+
+class _Scan:
+    """What one pass over the bytes learns: hash, head, UTF-8 validity, line breaks."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.head = b""
+        self.size = 0
+        self.blank = True
+        self.line_breaks = False
+        self.bad_utf8: tuple[int, int] | None = None  # (offset, byte)
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def stored(self, block: bytes) -> None:
+        self.sha256.update(block)
+
+    def feed(self, data: bytes) -> None:
+        if len(self.head) < HEAD:
+            self.head += data[: HEAD - len(self.head)]
+        if self.blank:
+            self.blank = not data.strip()
+        self.line_breaks = self.line_breaks or b"\n" in data
+        if self.bad_utf8 is None and not (data.isascii() and not self._decoder.getstate()[0]):
+            self._decode(data)
+        self.size += len(data)
+
+    def _decode(self, data: bytes) -> None:
+        try:
+            self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            self.bad_utf8 = (self.size + exc.start, data[exc.start])
+
+    def check_text(self, path: Path) -> None:
+        if self.blank or not self.head.removeprefix(BOM).strip():
+            raise InputError(f"{path} is empty: no header, no rows")
+        if b"\x00" in self.head:
+            raise InputError(
+                f"{path} looks binary (it holds NUL bytes), not CSV, TSV or NDJSON text"
+            )
+        if self.bad_utf8 is None:
+            try:
+                self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                self.bad_utf8 = (self.size - 1, 0)
+        if self.bad_utf8 is not None:
+            offset, byte = self.bad_utf8
+            raise InputError(
+                f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {offset});"
+                " convert it first, e.g. iconv -f latin1 -t utf-8"
+            )
+
+
+def _detect(path: Path, head: bytes) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    if suffixes and suffixes[-1] in EXTENSIONS:
+        return EXTENSIONS[suffixes[-1]]
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    return "ndjson" if head.lstrip(BOM + b" \t\r\n").startswith(b"{") else "csv"

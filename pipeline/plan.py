@@ -1,0 +1,94 @@
+"""The plan, streamed: the input's pieces loaded, validated and cut into batches as they are
+needed, so that memory does not grow with the file. The invalid rows and the counts are
+kept on the way for the report; the valid rows live only in the batches not yet settled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+import structlog
+
+from pipeline.chunk import Batch, Chunker
+from pipeline.config import Config
+from pipeline.load import Source, read_chunks
+from pipeline.validate import Rules, Seen, validate
+
+log = structlog.get_logger("pipeline.plan")
+
+
+@dataclass
+class Tally:
+    """What the plan saw: rows read, valid and invalid (these with the input's text)."""
+
+    read: int = 0
+    valid: int = 0
+    batches: int = 0
+    invalid: list[pl.DataFrame] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def invalid_rows(self) -> int:
+        return sum(frame.height for frame in self.invalid)
+
+
+@dataclass
+class Plan:
+    """An import's batches, produced lazily from its source."""
+
+    source: Source
+    import_id: str
+    config: Config
+    timezone: str
+    batch_size: int
+    definitions: Callable[[], frozenset[int] | None]  # asked once, when the first row needs it
+    tally: Tally = field(default_factory=Tally)
+    on_read: Callable[[int], None] = lambda rows: None
+
+    def batches(self) -> Iterator[Batch]:
+        """Every batch of the import, in order (the same on every run of the same input)."""
+        seen, chunker = Seen(), Chunker(self.batch_size, self.import_id)
+        rules: Rules | None = None
+        cfg = self.config
+        for frame in read_chunks(self.source, cfg.input.delimiter, cfg.columns):
+            started = time.perf_counter()
+            if rules is None and frame.height:
+                rules = self._rules(self.definitions())
+            validated = validate(frame, rules or self._rules(None), seen)
+            self._count(frame.height, validated.valid.height, validated.invalid)
+            batches = list(chunker.feed(validated.valid))
+            self.tally.seconds += time.perf_counter() - started
+            yield from self._counted(batches)
+        yield from self._counted(list(chunker.flush()))
+        log.info(
+            "planned",
+            rows=self.tally.read,
+            valid=self.tally.valid,
+            invalid=self.tally.invalid_rows,
+            batches=self.tally.batches,
+        )
+
+    def _counted(self, batches: list[Batch]) -> Iterator[Batch]:
+        for batch in batches:
+            self.tally.batches += 1
+            yield batch
+
+    def _count(self, read: int, valid: int, invalid: pl.DataFrame) -> None:
+        self.tally.read += read
+        self.tally.valid += valid
+        if invalid.height:
+            self.tally.invalid.append(invalid)
+        self.on_read(read)
+
+    def _rules(self, known: frozenset[int] | None) -> Rules:
+        v = self.config.validation
+        return Rules(
+            timezone=self.timezone,
+            allow_duplicates=v.allow_duplicates,
+            max_source_length=v.max_source_length,
+            max_description_length=v.max_description_length,
+            definition_ids=known,
+        )

@@ -1,0 +1,141 @@
+"""Post: send batches to Engage and settle every row: accepted, refused, or unsent.
+
+Transient failures are retried inside the client under the same key. A batch Engage refuses
+as a whole (a 4xx other than 401/403/409/429) is split in halves, each under a key derived
+from its parent's, down to single rows, so one bad row cannot take 999 good ones with it.
+A ``notAccepted`` row is matched back to its input row by content (``match``).
+
+``concurrency`` batches are in flight at once (the client's rate limiter paces the
+requests); batches are taken from the iterator only as workers free up, so memory stays
+bounded. With a journal, each batch's state is recorded before and after its request, and a
+resumed run settles what earlier runs did (``poster``). The first error retrying could not
+cure stops the run: no new batch is sent, the ones in flight finish, and every other row is
+still accounted for (what earlier runs settled, or ``unsent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import polars as pl
+
+from pipeline.chunk import Batch
+from pipeline.engage import EngageClient
+from pipeline.errors import EngageError, TransientEngageError
+from pipeline.load import SOURCE_ROW
+from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
+from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
+
+__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
+
+
+@dataclass
+class Posted:
+    """What became of every planned row, and why the run stopped early, if it did."""
+
+    refused: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REFUSED_SCHEMA))
+    accepted: int = 0
+    points: dict[int, Decimal] = field(default_factory=dict)
+    requests: int = 0
+    batches_sent: int = 0
+    unmatched: int = 0  # notAccepted rows that matched no row sent
+    aborted: EngageError | None = None
+    interrupted: bool = False
+    outcomes: pl.DataFrame | None = None  # every row's outcome, when asked for (keep_accepted)
+
+
+class _Run:
+    def __init__(self, poster: Poster, concurrency: int, done: Callable[[Batch], None]) -> None:
+        self.poster, self.ledger = poster, poster.ledger
+        self.concurrency, self.done = max(1, concurrency), done
+        self.inflight: dict[Future[None], Batch] = {}
+        self.failure: EngageError | None = None
+        self.stopped_by: str | None = None
+        self.sent = 0
+
+    def make_room(self, should_stop: Callable[[], bool]) -> None:
+        """Wait for a free worker; then say whether the run is to stop."""
+        while len(self.inflight) >= self.concurrency:
+            self.collect(wait(self.inflight, return_when=FIRST_COMPLETED).done)
+        if self.stopped_by is None and self.failure is not None:
+            self.stopped_by = f"not sent: the run stopped ({self.failure})"
+        if self.stopped_by is None and should_stop():
+            self.stopped_by = "not sent: the run was interrupted"
+
+    def submit(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
+        self.ledger.opened(batch.seq)
+        self.inflight[pool.submit(self.poster.walk, batch)] = batch
+        self.sent += 1
+
+    def collect(self, finished: Iterable[Future[None]]) -> None:
+        for future in list(finished):
+            batch = self.inflight.pop(future)
+            try:
+                future.result()
+            except EngageError as exc:
+                self._in_doubt(batch, exc)
+                self.failure = self.failure or exc
+            else:
+                self.ledger.closed(batch.seq)
+            self.done(batch)
+
+    def _in_doubt(self, batch: Batch, exc: EngageError) -> None:
+        """Rows of the batch in flight that no answer settled."""
+        done = self.ledger.closed(batch.seq).to_frame(SOURCE_ROW)
+        rows = batch.rows.join(done, on=SOURCE_ROW, how="anti")
+        if isinstance(exc, TransientEngageError):
+            reason = (
+                f"outcome unknown ({exc}); re-run the same input to settle it: Engage "
+                "applies its key at most once, and the journal reconciles it later"
+            )
+        else:
+            reason = f"not applied: {exc}"
+        self.ledger.settle(rows, batch.key, "batch", reason)
+
+
+def post(
+    batches: Iterable[Batch],
+    client: EngageClient | None,
+    should_stop: Callable[[], bool] = lambda: False,
+    recorder: Recorder | None = None,
+    resume: Resume | None = None,
+    concurrency: int = 1,
+    done: Callable[[Batch], None] = lambda batch: None,
+    keep_accepted: bool = True,
+) -> Posted:
+    """Settle every batch of ``batches``, sending what needs sending (``client`` None: send
+    nothing, report what the journal knows). ``keep_accepted``: also say which rows were
+    accepted (``Posted.outcomes``), for small imports and checks."""
+    poster = Poster(client, recorder or NoRecorder(), resume or Resume(), Ledger(keep_accepted))
+    run = _Run(poster, concurrency, done)
+    reporter: Poster | None = None
+    with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="post") as pool:
+        for batch in batches:
+            if run.stopped_by is None and client is not None and poster.needs_sending(batch):
+                run.make_room(should_stop)
+                if run.stopped_by is None:
+                    run.submit(pool, batch)
+                    continue
+            reporter = reporter or Poster(None, NoRecorder(), poster.resume, poster.ledger)
+            reporter.unsent = run.stopped_by or "not settled yet"
+            (reporter if run.stopped_by or client is None else poster).walk(batch)
+            done(batch)
+        run.collect(list(run.inflight))
+    return _posted(run.ledger, run, should_stop)
+
+
+def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Posted:
+    return Posted(
+        refused=ledger.frame(),
+        accepted=ledger.accepted,
+        points=dict(ledger.points),
+        requests=ledger.requests,
+        batches_sent=run.sent,
+        unmatched=ledger.unmatched,
+        aborted=run.failure,
+        interrupted=should_stop(),
+        outcomes=ledger.outcomes() if ledger.keep_accepted else None,
+    )

@@ -1,0 +1,130 @@
+"""The ledger: what became of every row sent or replayed, kept small.
+
+Accepted rows are counted, with their points per definition summed exactly; only rows that
+did not get in are kept, with the input's text for the rejects report. Thread-safe: the
+workers of a run settle batches concurrently; the order they finish in changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from decimal import Decimal
+
+import polars as pl
+
+from pipeline.engage import FIELDS
+from pipeline.load import SOURCE_ROW
+from pipeline.validate import RAW
+
+Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
+REFUSED_SCHEMA = {
+    SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String, "idempotencyKey": pl.String,
+    **dict.fromkeys(FIELDS, pl.String),
+}  # fmt: skip
+
+
+class Ledger:
+    """Accepted counts and points, refused rows, and which rows each batch settled so far."""
+
+    def __init__(self, keep_accepted: bool = False) -> None:
+        self._lock = threading.Lock()
+        self.keep_accepted = keep_accepted  # also keep which rows were accepted, under which key
+        self.accepted_rows: list[pl.DataFrame] = []
+        self.accepted = 0
+        self.points: dict[int, Decimal] = defaultdict(Decimal)
+        self.refused: list[pl.DataFrame] = []
+        self.requests = 0
+        self.unmatched = 0  # notAccepted rows that matched no row sent
+        self._open: dict[int, list[pl.Series]] = {}  # seq -> rows settled, while in flight
+
+    def settle(
+        self,
+        rows: pl.DataFrame,
+        key: str | None,
+        stage: str | None,
+        reason: str | None,
+        seq: int | None = None,
+    ) -> None:
+        """``rows`` accepted (``stage`` None) or refused with ``stage`` and ``reason``."""
+        if stage is None:
+            self._accept(rows, seq, key)
+            return
+        refused = rows.select(
+            pl.col(SOURCE_ROW), pl.lit(stage, pl.String).alias("stage"),
+            pl.lit(reason, pl.String).alias("reason"),
+            pl.lit(key, pl.String).alias("idempotencyKey"),
+            *[pl.col(RAW[f]).alias(f) for f in FIELDS],
+        )  # fmt: skip
+        with self._lock:
+            self.refused.append(refused)
+            self._note(rows, seq)
+
+    def refuse(
+        self, rows: pl.DataFrame, key: str, refused: Refused, seq: int | None = None
+    ) -> None:
+        """``rows`` accepted, except the refused ones, each with its stage and reason."""
+        if not refused:
+            self.settle(rows, key, None, None, seq)
+            return
+        why = pl.DataFrame(
+            refused,
+            schema={SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String},
+            orient="row",
+        )
+        self._accept(rows.join(why, on=SOURCE_ROW, how="anti"), seq, key)
+        for (stage, reason), group in rows.join(why, on=SOURCE_ROW).group_by(
+            "stage", "reason", maintain_order=True
+        ):
+            self.settle(group, key, str(stage), str(reason), seq)
+
+    def _accept(self, rows: pl.DataFrame, seq: int | None, key: str | None) -> None:
+        sums = rows.group_by("definitionId").agg(pl.col("amount").cast(pl.Decimal(38, 20)).sum())
+        with self._lock:
+            self.accepted += rows.height
+            if self.keep_accepted:
+                self.accepted_rows.append(
+                    rows.select(SOURCE_ROW, pl.lit(key, pl.String).alias("idempotencyKey"))
+                )
+            for definition, amount in sums.iter_rows():
+                self.points[int(definition)] += Decimal(str(amount))
+            self._note(rows, seq)
+
+    def _note(self, rows: pl.DataFrame, seq: int | None) -> None:
+        if seq is not None and seq in self._open:
+            self._open[seq].append(rows[SOURCE_ROW])
+
+    def opened(self, seq: int) -> None:
+        with self._lock:
+            self._open[seq] = []
+
+    def closed(self, seq: int) -> pl.Series:
+        """The rows settled for batch ``seq`` since it was opened."""
+        with self._lock:
+            parts = self._open.pop(seq, [])
+        return pl.concat(parts) if parts else pl.Series(SOURCE_ROW, [], dtype=pl.Int64)
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def count_unmatched(self, n: int) -> None:
+        with self._lock:
+            self.unmatched += n
+
+    def outcomes(self) -> pl.DataFrame:
+        """Every settled row: sourceRow, accepted, stage, reason, idempotencyKey (with
+        ``keep_accepted``; else the refused ones only)."""
+        accepted = [frame.select(SOURCE_ROW, pl.lit(True).alias("accepted"),
+                                 pl.lit(None, pl.String).alias("stage"),
+                                 pl.lit(None, pl.String).alias("reason"), "idempotencyKey")
+                    for frame in self.accepted_rows]  # fmt: skip
+        refused = self.frame().select(SOURCE_ROW, pl.lit(False).alias("accepted"), "stage",
+                                      "reason", "idempotencyKey")  # fmt: skip
+        return pl.concat([*accepted, refused]).sort(SOURCE_ROW)
+
+    def frame(self) -> pl.DataFrame:
+        """Every refused row (sourceRow, stage, reason, idempotencyKey, the input's fields)."""
+        with self._lock:
+            parts = list(self.refused)
+        return pl.concat(parts) if parts else pl.DataFrame(schema=REFUSED_SCHEMA)

@@ -1,0 +1,182 @@
+"""One batch, settled: sent (split on refusal, reconciled when in doubt past Engage's memory
+of its key), or replayed from what the journal recorded of it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import polars as pl
+import structlog
+
+from pipeline.chunk import Batch, child_key
+from pipeline.engage import EngageClient
+from pipeline.errors import BatchRejectedError
+from pipeline.journal import BatchRecord
+from pipeline.load import SOURCE_ROW
+from pipeline.match import match_not_accepted
+from pipeline.post.ledger import Ledger, Refused
+from pipeline.reconcile import find_applied
+
+log = structlog.get_logger("pipeline.post")
+SETTLED = ("done", "failed", "split", "reconciled")
+
+
+class Recorder(Protocol):
+    """Where batch states go (the journal); each call is durable when it returns."""
+
+    def sending(self, batch: Batch) -> None: ...
+
+    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None: ...
+
+    def divided(
+        self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool
+    ) -> None: ...
+
+
+class NoRecorder:
+    """No journal: nothing is remembered between runs."""
+
+    def sending(self, batch: Batch) -> None:
+        pass
+
+    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
+        pass
+
+    def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What earlier runs of this import recorded, and how long Engage remembers a key."""
+
+    records: dict[tuple[int, str], BatchRecord] = field(default_factory=dict)
+    refused: dict[tuple[int, str], Refused] = field(default_factory=dict)
+    window_s: float = 82800.0
+    now: Callable[[], float] = time.time
+
+
+class Poster:
+    def __init__(
+        self,
+        client: EngageClient | None,
+        recorder: Recorder,
+        resume: Resume,
+        ledger: Ledger | None = None,
+        unsent: str = "not settled yet",
+    ) -> None:
+        self.client = client  # None: only report what the journal knows, send nothing
+        self.recorder = recorder
+        self.resume = resume
+        self.ledger = ledger or Ledger()
+        self.unsent = unsent
+
+    def needs_sending(self, batch: Batch) -> bool:
+        record = self.resume.records.get((batch.seq, batch.part))
+        return record is None or record.state not in SETTLED
+
+    def walk(self, batch: Batch) -> None:
+        """Settle ``batch`` from what the journal knows of it, sending what needs sending."""
+        record = self.resume.records.get((batch.seq, batch.part))
+        state = record.state if record else "planned"
+        if record and state in ("done", "failed"):
+            refused = self.resume.refused.get((batch.seq, batch.part), [])
+            self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
+        elif record and state in ("split", "reconciled"):
+            self._walk_children(batch, record)
+        elif self.client is None:
+            self.ledger.settle(batch.rows, None, "unsent", self.unsent, batch.seq)
+        elif record and state == "sending" and self._too_old(record):
+            self._reconcile(batch, record.first_sent_at)
+        else:
+            self._send(batch)
+
+    def _walk_children(self, batch: Batch, record: BatchRecord) -> None:
+        children = self._children(batch, record)
+        for child in children:
+            self.walk(child)
+        covered = pl.concat([c.rows.select(SOURCE_ROW) for c in children])
+        rest = batch.rows.join(covered, on=SOURCE_ROW, how="anti")
+        if rest.height:  # rows a reconciliation found applied
+            self.ledger.settle(rest, batch.key, None, None, batch.seq)
+
+    def _children(self, batch: Batch, record: BatchRecord) -> list[Batch]:
+        if record.state == "split":
+            return list(batch.halves())
+        child = self.resume.records[(batch.seq, batch.part + "r")]
+        rows = batch.rows.filter(pl.col(SOURCE_ROW).is_in(child.source_rows or []))
+        return [Batch.of(batch.seq, child.key, rows, batch.part + "r")]
+
+    def _too_old(self, record: BatchRecord) -> bool:
+        sent = record.first_sent_at or self.resume.now()
+        return self.resume.now() - sent >= self.resume.window_s
+
+    def _send(self, batch: Batch) -> None:
+        assert self.client is not None, "a batch to send needs a client"
+        started = time.perf_counter()
+        self.ledger.count_request()
+        bound = log.bind(batch=batch.label, key=batch.key, rows=batch.rows.height)
+        self.recorder.sending(batch)
+        try:
+            result = self.client.post_transactions(batch.body, batch.key)
+        except BatchRejectedError as exc:
+            bound.warning("batch refused", status=exc.status, latency_s=_since(started))
+            self._refused(batch, exc)
+            return
+        refused = [(row, "server", why) for row, why in match_not_accepted(batch.rows, result)]
+        self.ledger.count_unmatched(len(result.not_accepted) - len(refused))
+        self.recorder.settled(batch, "done", result.status, refused)
+        self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
+        bound.info(
+            "batch posted",
+            status=result.status,
+            attempts=result.attempts,
+            latency_s=_since(started),
+            accepted=batch.rows.height - len(refused),
+            not_accepted=len(refused),
+        )
+
+    def _refused(self, batch: Batch, exc: BatchRejectedError) -> None:
+        if batch.rows.height == 1:
+            why = f"Engage refused it: {exc.status} {_squash(exc.body)}".strip()
+            refused = [(int(batch.rows[SOURCE_ROW][0]), "batch", why)]
+            self.recorder.settled(batch, "failed", exc.status, refused)
+            self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
+            return
+        halves = batch.halves()
+        self.recorder.divided(batch, "split", halves, explicit=False)
+        for half in halves:
+            self.walk(half)
+
+    def _reconcile(self, batch: Batch, since: float | None) -> None:
+        """In doubt past Engage's memory of the key: ask Engage which rows it holds."""
+        assert self.client is not None, "reconciling needs a client"
+        applied = find_applied(batch.rows, self.client, since)
+        missing = batch.rows.filter(~pl.col(SOURCE_ROW).is_in(sorted(applied)))
+        log.warning(
+            "batch reconciled",
+            batch=batch.label,
+            key=batch.key,
+            found=len(applied),
+            resent=missing.height,
+        )
+        if not missing.height:
+            self.recorder.settled(batch, "done", None, [])
+            self.ledger.settle(batch.rows, batch.key, None, None, batch.seq)
+            return
+        child = Batch.of(batch.seq, child_key(batch.key, "r"), missing, batch.part + "r")
+        self.recorder.divided(batch, "reconciled", [child], explicit=True)
+        found = batch.rows.join(missing, on=SOURCE_ROW, how="anti")
+        self.ledger.settle(found, batch.key, None, None, batch.seq)
+        self.walk(child)
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 4)
+
+
+def _squash(text: str, limit: int = 500) -> str:
+    return " ".join(text.split())[:limit]

@@ -1,0 +1,90 @@
+"""Progress of a run, for whoever watches: a live bar on a terminal (rows, batches, rows/s,
+rejects so far, ETA from the input's size), a log line every few seconds otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from pipeline.chunk import Batch
+from pipeline.runner import Progress as RunProgress
+
+log = structlog.get_logger("pipeline.progress")
+EVERY_S = 5.0
+
+
+class _Counts(RunProgress):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.read = self.settled = self.batches = 0
+        self.started = time.monotonic()
+
+    def rows_read(self, rows: int) -> None:
+        with self.lock:
+            self.read += rows
+
+    def batch_done(self, batch: Batch) -> None:
+        with self.lock:
+            self.settled += batch.rows.height
+            self.batches += 1
+
+    def rate(self) -> float:
+        return self.settled / max(time.monotonic() - self.started, 1e-9)
+
+
+class _Logged(_Counts):
+    """Off a terminal: one line every few seconds while batches settle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = time.monotonic()
+
+    def batch_done(self, batch: Batch) -> None:
+        super().batch_done(batch)
+        now = time.monotonic()
+        if now - self.last >= EVERY_S:
+            self.last = now
+            log.info("progress", rows_read=self.read, rows_settled=self.settled,
+                     batches=self.batches, rows_per_s=round(self.rate()))  # fmt: skip
+
+
+class _Bar(_Counts):
+    """On a terminal: a live bar."""
+
+    def __init__(self, bar: Progress) -> None:
+        super().__init__()
+        self.bar = bar
+        self.task = bar.add_task("rows", total=None)
+
+    def rows_read(self, rows: int) -> None:
+        super().rows_read(rows)
+        self.bar.update(self.task, total=self.read)
+
+    def batch_done(self, batch: Batch) -> None:
+        super().batch_done(batch)
+        described = f"{self.batches} batches, {self.rate():,.0f} rows/s"
+        self.bar.update(self.task, completed=self.settled, description=described)
+
+
+@contextmanager
+def progress_display() -> Iterator[RunProgress]:
+    if not sys.stderr.isatty():
+        yield _Logged()
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, transient=True) as bar:
+        yield _Bar(bar)
