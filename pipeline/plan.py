@@ -14,7 +14,7 @@ import structlog
 
 from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
-from pipeline.load import Source, read_chunks
+from pipeline.load import CHUNK_BYTES, Source, read_chunks
 from pipeline.validate import Rules, Seen, validate
 
 log = structlog.get_logger("pipeline.plan")
@@ -47,13 +47,14 @@ class Plan:
     definitions: Callable[[], frozenset[int] | None]  # asked once, when the first row needs it
     tally: Tally = field(default_factory=Tally)
     on_read: Callable[[int], None] = lambda rows: None
+    chunk_bytes: int = CHUNK_BYTES  # how much text a piece holds
 
     def batches(self) -> Iterator[Batch]:
         """Every batch of the import, in order (the same on every run of the same input)."""
         seen, chunker = Seen(), Chunker(self.batch_size, self.import_id)
         rules: Rules | None = None
         cfg = self.config
-        for frame in read_chunks(self.source, cfg.input.delimiter, cfg.columns):
+        for frame in read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes):
             started = time.perf_counter()
             if rules is None and frame.height:
                 rules = self._rules(self.definitions())

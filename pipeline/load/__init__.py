@@ -34,7 +34,16 @@ from pipeline.load.source import Source, open_source
 CHUNK_BYTES = 32 << 20
 PARQUET_ROWS = 250_000
 
-__all__ = ["LOAD_ERROR", "SOURCE_ROW", "Loaded", "Source", "load", "open_source", "read_chunks"]
+__all__ = [
+    "CHUNK_BYTES",
+    "LOAD_ERROR",
+    "SOURCE_ROW",
+    "Loaded",
+    "Source",
+    "load",
+    "open_source",
+    "read_chunks",
+]
 
 
 @dataclass(frozen=True)
