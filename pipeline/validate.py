@@ -106,8 +106,27 @@ def _prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
         .alias("_contactId"),
         _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
         _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
-        *[_instant(pl.col(f).str.strip_chars(), tz).alias(f"_{f}") for f in DATE_FIELDS],
+        *[expr for f in DATE_FIELDS for expr in _dates(frame, f, tz)],
     )
+
+
+def _dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
+    """``_<field>`` (the instant) and ``_<field>_out`` (as sent), each distinct value parsed
+    once: dates repeat (a validity end, a night's timestamps to the second)."""
+    key = pl.col(field).str.strip_chars()
+    distinct = frame.select(key.unique().drop_nulls().alias("text"))
+    parsed = distinct.select("text", _instant(pl.col("text"), tz).alias("at")).with_columns(
+        pl.col("at").dt.strftime(OUT_FORMAT).alias("out")
+    )
+    dtype = parsed.schema["at"]
+    return [
+        key.replace_strict(parsed["text"], parsed["at"], default=None, return_dtype=dtype).alias(
+            f"_{field}"
+        ),
+        key.replace_strict(
+            parsed["text"], parsed["out"], default=None, return_dtype=pl.String
+        ).alias(f"_{field}_out"),
+    ]
 
 
 def _canonical_amount(s: pl.Expr) -> pl.Expr:
@@ -141,28 +160,27 @@ def _whole_number(s: pl.Expr) -> pl.Expr:
 
 def _instant(s: pl.Expr, tz: str) -> pl.Expr:
     """An ISO 8601 date or date-time as an instant in ``tz``; null when it isn't one."""
-    iso = s.str.contains(ISO_8601)
-    s = (
-        s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
-        .str.replace(r"[zZ]$", "+00:00")
-        .str.replace(r"(T.*[+-]\d{2})$", "${1}:00")
+    iso = pl.when(s.str.contains(ISO_8601)).then(s.str.replace(r"^(.{10}) ", "${1}T"))
+    offset = iso.str.extract(r"(?:T.*)([zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)$")
+    local = iso.str.slice(0, iso.str.len_chars() - offset.str.len_chars().fill_null(0))
+    # one shape, one format: the date, T, hours, minutes, seconds (a fraction if given)
+    local = local.str.replace(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})$", "${1}T00:00:00").str.replace(
+        r"^(.{10}T[0-9]{2}:[0-9]{2})$", "${1}:00"
     )
-    aware = pl.coalesce(
-        s.str.to_datetime(f"%Y-%m-%dT%H:%M{sec}%z", strict=False, time_unit="us")
-        for sec in (":%S%.f", "")
-    ).dt.convert_time_zone(tz)
-    naive = pl.coalesce(
-        s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us"),
-        s.str.to_datetime("%Y-%m-%dT%H:%M", strict=False, time_unit="us"),
-        s.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")),
-    ).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    return (
-        pl.when(~iso)
-        .then(None)
-        .when(s.str.contains(r"T.*[+-]\d{2}:?\d{2}$"))
-        .then(aware)
-        .otherwise(naive)
-    )
+    naive = local.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+    minutes = _offset_minutes(offset)
+    aware = (naive - pl.duration(minutes=minutes)).dt.replace_time_zone("UTC")
+    in_zone = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+    return pl.when(offset.is_null()).then(in_zone).otherwise(aware.dt.convert_time_zone(tz))
+
+
+def _offset_minutes(offset: pl.Expr) -> pl.Expr:
+    """``Z``, ``+02``, ``+0230``, ``-02:30`` as signed minutes."""
+    digits = offset.str.replace_all(r"[^0-9]", "").str.pad_end(4, "0")
+    hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
+    mins = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
+    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
+    return pl.when((hours < 24) & (mins < 60)).then(sign * (hours * 60 + mins))
 
 
 def _blank(field: str) -> pl.Expr:
@@ -175,7 +193,13 @@ def _check(expr: pl.Expr, error: str) -> pa.Check:
     def run(data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(expr.fill_null(False))
 
+    run.polars_expr = expr  # type: ignore[attr-defined]  # for the one-pass fast path
     return pa.Check(run, error=error, ignore_na=False)
+
+
+def _expression(check: pa.Check) -> pl.Expr:
+    expr: pl.Expr = vars(check._check_fn)["polars_expr"]
+    return expr
 
 
 def _required(field: str) -> pa.Check:
@@ -268,11 +292,20 @@ def _schema(rules: Rules) -> pa.DataFrameSchema:
 
 
 def _schema_reasons(prepared: pl.DataFrame, rules: Rules) -> pl.DataFrame:
-    """Row index ``_i`` -> every reason it failed, in field order."""
+    """Row index ``_i`` -> every reason it failed, in field order.
+
+    All checks run first as one polars pass; pandera then reports on the rows that failed
+    any (usually few), so valid rows cost one pass, not one per check."""
+    schema = _schema(rules)
+    checks = [*schema.checks, *(c for col in schema.columns.values() for c in col.checks)]
+    passes = pl.all_horizontal([_expression(c).fill_null(False) for c in checks])
+    failing = prepared.filter(~passes)
     try:
-        _schema(rules).validate(prepared, lazy=True)
+        schema.validate(failing, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _reasons_from(exc.failure_cases, prepared)
+        positions = failing.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("index"), "_i")
+        cases = exc.failure_cases.join(positions, on="index").with_columns(index=pl.col("_i"))
+        return _reasons_from(cases.drop("_i"), prepared)
     return pl.DataFrame(schema={"_i": pl.UInt32, REASON: pl.String})
 
 
@@ -349,7 +382,7 @@ def _normalised() -> list[pl.Expr]:
     exprs = []
     for name in FIELDS:
         if name in DATE_FIELDS:
-            exprs.append(pl.col(f"_{name}").dt.strftime(OUT_FORMAT).alias(name))
+            exprs.append(pl.col(f"_{name}_out").alias(name))
         elif name in ("source", "description"):
             exprs.append(pl.col(name))
         else:

@@ -31,7 +31,7 @@ from pipeline.load.formats import (
 )
 from pipeline.load.source import Source, open_source
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 PARQUET_ROWS = 250_000
 
 __all__ = [
