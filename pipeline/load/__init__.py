@@ -32,7 +32,6 @@ from pipeline.load.formats import (
 from pipeline.load.source import Source, open_source
 
 CHUNK_BYTES = 8 << 20
-PARQUET_ROWS = 250_000
 
 __all__ = [
     "CHUNK_BYTES",
