@@ -11,9 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 import httpx
 import structlog
+from pydantic import BaseModel
 
 from pipeline import report
 from pipeline.config import Config, Credentials, credentials_from_env, resolve_timezone
@@ -25,6 +27,7 @@ from pipeline.progress import progress_display
 from pipeline.runner import RunReport, RunSettings, run
 
 log = structlog.get_logger("pipeline.commands")
+S = TypeVar("S", bound=BaseModel)
 SAMPLE = "transactions.csv"
 
 
@@ -78,28 +81,16 @@ def import_file(
 
 
 def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
-    engage = cfg.engage.model_copy(
-        update={
-            k: v
-            for k, v in (
-                ("concurrency", options.concurrency),
-                ("max_requests_per_second", options.max_rps),
-            )
-            if v is not None
-        }
-    )
-    cfg = cfg.model_copy(update={"engage": engage})
-    journal = cfg.journal.model_copy(
-        update={
-            k: v
-            for k, v in (
-                ("state_dir", options.state_dir),
-                ("idempotency_window", options.idempotency_window),
-            )
-            if v is not None
-        }
-    )
-    return cfg.model_copy(update={"journal": journal})
+    """The config with the flags given on the command line put in."""
+    engage = _set(cfg.engage, concurrency=options.concurrency,
+                  max_requests_per_second=options.max_rps)  # fmt: skip
+    journal = _set(cfg.journal, state_dir=options.state_dir,
+                   idempotency_window=options.idempotency_window)  # fmt: skip
+    return cfg.model_copy(update={"engage": engage, "journal": journal})
+
+
+def _set(section: S, **flags: object) -> S:
+    return section.model_copy(update={k: v for k, v in flags.items() if v is not None})
 
 
 def _rejects_name(input: Path) -> str:

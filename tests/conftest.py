@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import cli
+from pipeline.engage import FIELDS
 from pipeline.simulator import SimulatorConfig, SimulatorServer
 
 csv.field_size_limit(2**31 - 1)  # the rejects of a 10 MB field hold it
@@ -91,16 +92,7 @@ def stored(sim: SimulatorServer) -> list[dict[str, Any]]:
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    header = [
-        "contactId",
-        "amount",
-        "definitionId",
-        "timeStamp",
-        "source",
-        "description",
-        "validFrom",
-        "validTo",
-    ]
+    header = list(FIELDS)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         writer.writeheader()
