@@ -102,11 +102,17 @@ def _member(name: str, first: bool) -> pl.Expr:
     col = pl.col(name)
     if name in ("amount", "definitionId"):  # numbers, already canonical text
         return (lead + pl.lit(f'"{name}":') + col.cast(pl.String)).fill_null("")
-    # {"name":"..."} less its braces: polars escapes the JSON string in one pass. Validation
-    # lets no control character through but tab, CR and LF, which JSON writes as \t \r \n
-    member = pl.struct(col).struct.json_encode()
-    inner = member.str.slice(1, member.str.len_chars() - 2)
-    return pl.when(col.is_not_null()).then(lead + inner).otherwise(pl.lit(""))
+    value = pl.lit(f'"{name}":"') + _escape(col) + pl.lit('"')
+    return pl.when(col.is_not_null()).then(lead + value).otherwise(pl.lit(""))
+
+
+def _escape(s: pl.Expr) -> pl.Expr:
+    """JSON string escaping, only where there is something to escape. Validation lets no
+    control character through but tab, CR and LF."""
+    escaped = s
+    for raw, text in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        escaped = escaped.str.replace_all(raw, text, literal=True)
+    return pl.when(s.str.contains(r'[\\"\n\r\t]')).then(escaped).otherwise(s)
 
 
 def body_of(rows: pl.DataFrame) -> bytes:

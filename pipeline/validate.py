@@ -24,6 +24,7 @@ GUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # [0-9], not \d: polars' \d also matches other scripts' digits, which no parser downstream reads
 DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
 WHOLE = r"^\+?[0-9]{1,18}(\.0*)?$"
+CANONICAL = r"^-?(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$"  # already as sent: no sign +, no padding
 ISO_8601 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ][0-9]{2}:[0-9]{2}(:[0-5][0-9](\.[0-9]+)?)?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$"
@@ -140,7 +141,8 @@ def _canonical_amount(s: pl.Expr) -> pl.Expr:
         pl.when(whole == "").then(pl.lit("0")).otherwise(whole),
         pl.when(frac == "").then(pl.lit("")).otherwise(pl.lit(".") + frac),
     )
-    return pl.when(s.str.contains(DECIMAL)).then(text)
+    canonical = s.str.contains(CANONICAL) & (s != "-0")  # most are: skip the work for them
+    return pl.when(canonical).then(s).when(s.str.contains(DECIMAL)).then(text)
 
 
 def _significant_digits(amount: pl.Expr) -> pl.Expr:
@@ -299,7 +301,7 @@ def _schema_reasons(prepared: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     schema = _schema(rules)
     checks = [*schema.checks, *(c for col in schema.columns.values() for c in col.checks)]
     passes = pl.all_horizontal([_expression(c).fill_null(False) for c in checks])
-    failing = prepared.filter(~passes)
+    failing = prepared.lazy().filter(~passes).collect()  # lazy: shared subexpressions once
     try:
         schema.validate(failing, lazy=True)
     except pa.errors.SchemaErrors as exc:
