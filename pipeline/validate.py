@@ -60,7 +60,7 @@ class Seen:
     are found across the pieces of a file of any length. Sorted runs, merged as they grow."""
 
     def __init__(self) -> None:
-        self.runs: list[pl.DataFrame] = []  # each: _h (UInt64, sorted), first (Int64)
+        self.runs: list[pl.DataFrame] = []  # each: _h (UInt64, sorted), first (UInt32): 12 B/row
 
     def first_rows(self, hashes: pl.Series) -> pl.Series:
         """For each hash, the row it was first seen in, else null."""
@@ -69,14 +69,14 @@ class Seen:
             at = run["_h"].search_sorted(hashes).clip(0, run.height - 1)
             hit = run["_h"].gather(at) == hashes
             found = found.fill_null(
-                pl.select(pl.when(hit).then(run["first"].gather(at))).to_series()
+                pl.select(pl.when(hit).then(run["first"].gather(at).cast(pl.Int64))).to_series()
             )
         return found
 
     def add(self, hashes: pl.Series, rows: pl.Series) -> None:
         if hashes.is_empty():
             return
-        run = pl.DataFrame({"_h": hashes, "first": rows}).sort("_h")
+        run = pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)}).sort("_h")
         while self.runs and self.runs[-1].height <= 2 * run.height:
             run = pl.concat([self.runs.pop(), run]).sort("_h")
         self.runs.append(run)
