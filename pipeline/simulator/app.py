@@ -229,9 +229,11 @@ def _rows(body: bytes, max_rows: int) -> list[dict[str, Any]]:
 
 
 def _check_descriptions(rows: list[dict[str, Any]], limit: int | None) -> None:
+    if limit is None:
+        return
     for index, row in enumerate(rows):
         description = row.get("description")
-        if limit is not None and isinstance(description, str) and len(description) > limit:
+        if isinstance(description, str) and len(description) > limit:
             raise HTTPException(400, f"row {index}: description is longer than {limit} characters")
 
 

@@ -7,6 +7,7 @@ every accepted amount, whatever the transactions' validity (``pendingPoints`` is
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -142,20 +143,35 @@ class Store:
         self._auto_create_contacts = auto_create_contacts
         self.definitions = list(definitions)
         self._definitions = {definition.id: definition for definition in definitions}
-        self.accounts: list[Account] = []
-        self.transactions: list[Transaction] = []
         self.outcomes: dict[str, StoredOutcome] = {}
         self.in_progress: set[str] = set()
         self.requests: list[LoggedRequest] = []
+        self._accounts: list[Account] = []
+        self._transactions: list[Transaction] = []
         self._owners: dict[tuple[str, int], Account] = {}
         self._by_account: dict[int, list[Transaction]] = {}
+        self._unsettled: list[_Applied] = []
+        self._lock = threading.Lock()
+
+    @property
+    def accounts(self) -> list[Account]:
+        """Every point account, by id."""
+        self._settle()
+        return self._accounts
+
+    @property
+    def transactions(self) -> list[Transaction]:
+        """Every stored transaction, by id."""
+        self._settle()
+        return self._transactions
 
     def reset(self) -> None:
         """Forget every account, transaction, stored outcome and logged request."""
-        for table in (self.accounts, self.transactions, self.requests):
-            table.clear()
-        for index in (self.outcomes, self._owners, self._by_account):
-            index.clear()
+        with self._lock:
+            for table in (self._accounts, self._transactions, self.requests, self._unsettled):
+                table.clear()
+            for index in (self.outcomes, self._owners, self._by_account):
+                index.clear()
 
     def has_contact(self, contact_id: str) -> bool:
         return self._auto_create_contacts or contact_id.lower() in self._contacts
@@ -167,18 +183,23 @@ class Store:
         return self._definitions.get(definition_id)
 
     def apply(self, rows: Sequence[AcceptedRow], key: str | None, now: datetime) -> None:
-        """Append one transaction per row and update the balances. Never awaits."""
-        for row in rows:
-            account = self._account_for(row.contact_id, row.definition_id)
-            transaction = _transaction(len(self.transactions) + 1, account, row, key, now)
-            self.transactions.append(transaction)
-            self._by_account.setdefault(account.id, []).append(transaction)
-            account.balance = _EXACT.add(account.balance, row.amount)
+        """Append one transaction per row and update the balances. Never awaits.
+
+        The transactions and accounts are built on the first read through the store that
+        needs them, in the order the rows were applied, with the ``now`` of their request:
+        what a reader sees is the same as if they were built here, and a POST does not pay for
+        building them. (An Account kept from an earlier read shows its balance as of then.)
+        """
+        if rows:
+            with self._lock:
+                self._unsettled.append(_Applied(tuple(map(tuple, rows)), key, now))
 
     def account(self, account_id: int) -> Account | None:
-        return self.accounts[account_id - 1] if 0 < account_id <= len(self.accounts) else None
+        accounts = self.accounts
+        return accounts[account_id - 1] if 0 < account_id <= len(accounts) else None
 
     def find_account(self, contact_id: str, definition_id: int) -> Account | None:
+        self._settle()
         return self._owners.get((contact_id.lower(), definition_id))
 
     def accounts_of(self, contact_id: str) -> list[Account]:
@@ -189,6 +210,7 @@ class Store:
         return self.transactions[transaction_id - 1] if in_range else None
 
     def transactions_of(self, account_id: int) -> list[Transaction]:
+        self._settle()
         return list(self._by_account.get(account_id, []))
 
     def recall(self, key: str, now: float, window: float) -> StoredOutcome | None:
@@ -199,13 +221,43 @@ class Store:
             return None
         return outcome
 
+    def _settle(self) -> None:
+        """Build the transactions and balances of every request applied since the last read."""
+        with self._lock:
+            for applied in self._unsettled:
+                self._build(applied)
+            self._unsettled.clear()
+
+    def _build(self, applied: _Applied) -> None:
+        transactions, by_account = self._transactions, self._by_account
+        for row in map(AcceptedRow._make, applied.rows):
+            account = self._account_for(row.contact_id, row.definition_id)
+            number = len(transactions) + 1
+            transaction = _transaction(number, account, row, applied.key, applied.now)
+            transactions.append(transaction)
+            by_account.setdefault(account.id, []).append(transaction)
+            account.balance = _EXACT.add(account.balance, row.amount)
+
     def _account_for(self, contact_id: str, definition_id: int) -> Account:
         account = self._owners.get((contact_id, definition_id))
         if account is None:
-            account = Account(len(self.accounts) + 1, contact_id, definition_id)
-            self.accounts.append(account)
+            account = Account(len(self._accounts) + 1, contact_id, definition_id)
+            self._accounts.append(account)
             self._owners[(contact_id, definition_id)] = account
         return account
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """The accepted rows of one request, not yet built into transactions.
+
+    The rows are kept as plain tuples (of str, int, Decimal, datetime): the garbage collector
+    stops tracking those, so a store holding millions of them does not slow every collection.
+    """
+
+    rows: tuple[tuple[Any, ...], ...]
+    key: str | None
+    now: datetime
 
 
 def _transaction(

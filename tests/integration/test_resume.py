@@ -234,7 +234,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_completes(killable, run_cli, tmp_pa
     re-run completes exactly once."""
     sim, killer = killable
     source_file(tmp_path / "in.csv")
-    proc = start(sim, tmp_path)
+    proc = start(sim, tmp_path, "--concurrency", "1")
     killer.arm(proc.pid, 4, "before", signal.SIGTERM)
     code, err = finish(proc)
     assert code == 1, err
