@@ -15,11 +15,12 @@ from tempfile import TemporaryDirectory
 
 import benchmarks
 from benchmarks import generate, report, runs
+from benchmarks.journal import journal_cost
 from benchmarks.measure import Limits
 from benchmarks.runs import Measurement, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-KINDS = ("floor", "validate", "dry-run", "run", "baseline", "simulator")
+KINDS = ("floor", "validate", "dry-run", "journal", "run", "baseline", "simulator")
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 QUICK_SIZES = (100_000, 1_000_000)
 _started = time.monotonic()
@@ -140,6 +141,11 @@ def _per_size(
         ("floor", "floor (polars reads as text, writes NDJSON)", runs.floor),
         ("validate", "points-import validate", runs.validate),
         ("dry-run", "points-import run --dry-run", runs.dry_run),
+        (
+            "journal",
+            "run journal writes",
+            lambda path, rows, settings: journal_cost(rows, settings),
+        ),
     )
     return [
         Step(

@@ -51,7 +51,22 @@ def goals(measurements: Sequence[Measurement], sizes: Sequence[int]) -> list[Goa
     """Every goal the measurements allow to check."""
     find = _Find(measurements)
     big, small = max(sizes), min(sizes)
-    return [*_dry_run_goals(find, big, small), *_end_to_end_goals(find)]
+    return [
+        *_dry_run_goals(find, big, small),
+        *_journal_goals(find, sizes),
+        *_end_to_end_goals(find),
+    ]
+
+
+def _journal_goals(find: _Find, sizes: Sequence[int]) -> list[Goal]:
+    """The journal's writes for an import, as a share of the dry run of the same rows."""
+    listed = []
+    for rows in sizes:
+        journal, dry = find("journal", rows), find("dry-run", rows)
+        if journal is not None and dry is not None:
+            share = _ratio(_seconds(journal), _seconds(dry))
+            listed.append(Goal(("journal", rows), "÷ dry run", share, 0.05, "%", False))
+    return listed
 
 
 def _dry_run_goals(find: _Find, big: int, small: int) -> list[Goal]:
