@@ -99,15 +99,19 @@ def validate(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Val
 
 def _prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """Parse each text field once, into helper columns ``_<field>`` the checks read."""
-    return frame.with_columns(
-        pl.col("contactId")
-        .str.strip_chars()
-        .str.replace(r"^\{(.*)\}$", "$1")
-        .str.to_lowercase()
-        .alias("_contactId"),
-        _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
-        _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
-        *[expr for f in DATE_FIELDS for expr in _dates(frame, f, tz)],
+    return (
+        frame.lazy()
+        .with_columns(  # lazy: shared subexpressions are computed once
+            pl.col("contactId")
+            .str.strip_chars()
+            .str.replace(r"^\{(.*)\}$", "$1")
+            .str.to_lowercase()
+            .alias("_contactId"),
+            _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
+            _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
+            *[expr for f in DATE_FIELDS for expr in _dates(frame, f, tz)],
+        )
+        .collect()
     )
 
 
@@ -116,6 +120,9 @@ def _dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
     once: dates repeat (a validity end, a night's timestamps to the second)."""
     key = pl.col(field).str.strip_chars()
     distinct = frame.select(key.unique().drop_nulls().alias("text"))
+    if distinct.height > frame.height // 4:  # mostly distinct: mapping back costs more
+        at = _instant(key, tz)
+        return [at.alias(f"_{field}"), at.dt.strftime(OUT_FORMAT).alias(f"_{field}_out")]
     parsed = distinct.select("text", _instant(pl.col("text"), tz).alias("at")).with_columns(
         pl.col("at").dt.strftime(OUT_FORMAT).alias("out")
     )
@@ -163,26 +170,27 @@ def _whole_number(s: pl.Expr) -> pl.Expr:
 def _instant(s: pl.Expr, tz: str) -> pl.Expr:
     """An ISO 8601 date or date-time as an instant in ``tz``; null when it isn't one."""
     iso = pl.when(s.str.contains(ISO_8601)).then(s.str.replace(r"^(.{10}) ", "${1}T"))
-    offset = iso.str.extract(r"(?:T.*)([zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)$")
+    offset = iso.str.slice(10).str.extract(r"([zZ]|[+-][0-9]{2}(?::?[0-9]{2})?)$")
     local = iso.str.slice(0, iso.str.len_chars() - offset.str.len_chars().fill_null(0))
     # one shape, one format: the date, T, hours, minutes, seconds (a fraction if given)
     local = local.str.replace(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})$", "${1}T00:00:00").str.replace(
         r"^(.{10}T[0-9]{2}:[0-9]{2})$", "${1}:00"
     )
     naive = local.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
-    minutes = _offset_minutes(offset)
-    aware = (naive - pl.duration(minutes=minutes)).dt.replace_time_zone("UTC")
+    aware = (local + _offset(offset)).str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us"
+    )
     in_zone = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     return pl.when(offset.is_null()).then(in_zone).otherwise(aware.dt.convert_time_zone(tz))
 
 
-def _offset_minutes(offset: pl.Expr) -> pl.Expr:
-    """``Z``, ``+02``, ``+0230``, ``-02:30`` as signed minutes."""
-    digits = offset.str.replace_all(r"[^0-9]", "").str.pad_end(4, "0")
-    hours = digits.str.slice(0, 2).cast(pl.Int64, strict=False).fill_null(0)
-    mins = digits.str.slice(2, 2).cast(pl.Int64, strict=False).fill_null(0)
-    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
-    return pl.when((hours < 24) & (mins < 60)).then(sign * (hours * 60 + mins))
+def _offset(offset: pl.Expr) -> pl.Expr:
+    """``Z``, ``+02``, ``+0230``, ``-02:30`` all as ``±HH:MM``."""
+    return (
+        offset.str.replace(r"^[zZ]$", "+00:00")
+        .str.replace(r"^([+-][0-9]{2})$", "${1}:00")
+        .str.replace(r"^([+-][0-9]{2})([0-9]{2})$", "${1}:${2}")
+    )
 
 
 def _blank(field: str) -> pl.Expr:
