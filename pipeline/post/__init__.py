@@ -15,10 +15,13 @@ still accounted for (what earlier runs settled, or ``unsent``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from decimal import Decimal
+from queue import Full, Queue
+from typing import TypeVar
 
 import polars as pl
 
@@ -29,7 +32,8 @@ from pipeline.load import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
 from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
 
-__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
+__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post", "prefetched"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -112,8 +116,9 @@ def post(
     poster = Poster(client, recorder or NoRecorder(), resume or Resume(), Ledger(keep_accepted))
     run = _Run(poster, concurrency, done)
     reporter: Poster | None = None
+    ahead = prefetched(batches, PREFETCH) if client is not None else iter(batches)
     with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="post") as pool:
-        for batch in batches:
+        for batch in ahead:
             if run.stopped_by is None and client is not None and poster.needs_sending(batch):
                 run.make_room(should_stop)
                 if run.stopped_by is None:
@@ -125,6 +130,46 @@ def post(
             done(batch)
         run.collect(list(run.inflight))
     return _posted(run.ledger, run, should_stop)
+
+
+PREFETCH = 64  # batches planned ahead of the ones in flight
+
+
+def prefetched(items: Iterable[T], ahead: int) -> Iterator[T]:
+    """``items``, produced by a thread of their own up to ``ahead`` in advance, so that reading
+    and validating the next piece of the input overlaps with sending; an error in producing
+    them is raised here, in order."""
+    queue: Queue[tuple[bool, object]] = Queue(maxsize=ahead)
+    quit_ = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not quit_.is_set():
+                    try:
+                        queue.put((True, item), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if quit_.is_set():
+                    return
+            queue.put((False, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="plan", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue.get()
+            if not more:
+                if isinstance(item, BaseException):
+                    raise item
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        quit_.set()
+        thread.join(timeout=5)
 
 
 def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Posted:

@@ -122,3 +122,22 @@ def test_a_refused_key_stops_before_the_next_batch():
     assert len(seen) == 1
     assert set(posted.outcomes["stage"]) == {"batch", "unsent"}
     assert posted.outcomes.height == 20
+
+
+def test_prefetched_keeps_order_and_raises_the_producers_error_in_place():
+    """Items come in order from the producer thread; its error is raised after them."""
+    from pipeline.post import prefetched
+
+    def produce():
+        yield from range(100)
+        raise ValueError("piece 3 is broken")
+
+    got: list[int] = []
+    try:
+        for item in prefetched(produce(), 8):
+            got.append(item)
+    except ValueError as exc:
+        assert "piece 3" in str(exc)
+    else:
+        raise AssertionError("the producer's error was swallowed")
+    assert got == list(range(100))
