@@ -5,7 +5,6 @@ kept on the way for the report; the valid rows live only in the batches not yet 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ class Tally:
     valid: int = 0
     batches: int = 0
     invalid: list[pl.DataFrame] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def invalid_rows(self) -> int:
@@ -55,13 +53,11 @@ class Plan:
         rules: Rules | None = None
         cfg = self.config
         for frame in read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes):
-            started = time.perf_counter()
             if rules is None and frame.height:
                 rules = self._rules(self.definitions())
             validated = validate(frame, rules or self._rules(None), seen)
             self._count(frame.height, validated.valid.height, validated.invalid)
             batches = list(chunker.feed(validated.valid))
-            self.tally.seconds += time.perf_counter() - started
             yield from self._counted(batches)
         yield from self._counted(list(chunker.flush()))
         log.info(

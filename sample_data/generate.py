@@ -13,17 +13,10 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pipeline.engage import FIELDS
+
 ROWS = 4000
-HEADER = [
-    "contactId",
-    "amount",
-    "definitionId",
-    "timeStamp",
-    "source",
-    "description",
-    "validFrom",
-    "validTo",
-]
+HEADER = list(FIELDS)  # the API's fields, in its order
 STORES = ["Store 012 Stockholm", "Store 044 Göteborg", "Store 101 Malmö", "Webshop"]
 
 
