@@ -1,0 +1,43 @@
+"""The runner with a client over httpx.MockTransport: what it does when Engage can't list its
+point definitions."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from pipeline.config import Config, RetryConfig
+from pipeline.engage import EngageClient
+from pipeline.runner import RunSettings, run
+from tests.conftest import write_csv
+
+GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
+
+
+def test_without_a_definitions_endpoint_rows_are_sent_unchecked(tmp_path):
+    """GET definitions answers 404: a warning, the rows go out, Engage judges the ids."""
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.method == "GET":
+            return httpx.Response(404)
+        sent = json.loads(request.content)
+        return httpx.Response(202, json={**OK, "notAccepted": [r for r in sent
+                                                              if r["definitionId"] == 9],
+                                         "missingDefinitionIds": [9]})  # fmt: skip
+
+    rows = [{"contactId": GUID, "amount": "1", "definitionId": d, "source": "s",
+             "description": f"d{d}"} for d in ("1", "9")]  # fmt: skip
+    path = write_csv(tmp_path / "in.csv", rows)
+    http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
+    client = EngageClient(http, RetryConfig(max_attempts=1), sleep=lambda s: None)
+    report = run(RunSettings(input=path, config=Config(), timezone="UTC"), client)
+    assert report.exit_code == 3
+    assert report.summary["rows_accepted"] == 1
+    assert report.rejects["reason"].to_list() == [
+        "not accepted by Engage: point definition 9 does not exist in Engage"
+    ]
+    assert "POST /api/v2/point-accounts/transactions" in seen
