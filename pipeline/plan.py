@@ -5,6 +5,7 @@ kept on the way for the report; the valid rows live only in the batches not yet 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -14,23 +15,50 @@ import structlog
 from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
 from pipeline.load import CHUNK_BYTES, Source, read_chunks
-from pipeline.validate import Rules, Seen, validate
+from pipeline.validate import Checked, Rules, Seen, check, describe
 
 log = structlog.get_logger("pipeline.plan")
+DESCRIBE_AT = 50_000  # failing rows held before pandera describes them
 
 
 @dataclass
 class Tally:
-    """What the plan saw: rows read, valid and invalid (these with the input's text)."""
+    """What the plan saw: rows read, valid and invalid (these with the input's text). The
+    rows failing a rule are described (pandera says why) in bulk, not piece by piece."""
 
     read: int = 0
     valid: int = 0
     batches: int = 0
-    invalid: list[pl.DataFrame] = field(default_factory=list)
+    described: list[pl.DataFrame] = field(default_factory=list)
+    failing: list[pl.DataFrame] = field(default_factory=list)  # reasons yet to be given
+    rules: Rules = field(default_factory=Rules)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def invalid(self) -> list[pl.DataFrame]:
+        """The invalid rows so far: sourceRow, FIELDS as in the input, reason."""
+        self.describe()
+        return self.described
 
     @property
     def invalid_rows(self) -> int:
-        return sum(frame.height for frame in self.invalid)
+        return sum(frame.height for frame in [*self.described, *self.failing])
+
+    def add(self, checked: Checked, rules: Rules) -> None:
+        with self.lock:
+            self.rules = rules
+            if checked.duplicates.height:
+                self.described.append(checked.duplicates)
+            if checked.failing.height:
+                self.failing.append(checked.failing)
+        if sum(frame.height for frame in self.failing) >= DESCRIBE_AT:
+            self.describe()
+
+    def describe(self) -> None:
+        with self.lock:
+            if self.failing:
+                self.described.append(describe(pl.concat(self.failing), self.rules))
+                self.failing.clear()
 
 
 @dataclass
@@ -55,9 +83,10 @@ class Plan:
         for frame in read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes):
             if rules is None and frame.height:
                 rules = self._rules(self.definitions())
-            validated = validate(frame, rules or self._rules(None), seen)
-            self._count(frame.height, validated.valid.height, validated.invalid)
-            batches = list(chunker.feed(validated.valid))
+            current = rules or self._rules(None)  # an empty piece needs no definitions
+            checked = check(frame, current, seen)
+            self._count(frame.height, checked, current)
+            batches = list(chunker.feed(checked.valid))
             yield from self._counted(batches)
         yield from self._counted(list(chunker.flush()))
         log.info(
@@ -73,11 +102,10 @@ class Plan:
             self.tally.batches += 1
             yield batch
 
-    def _count(self, read: int, valid: int, invalid: pl.DataFrame) -> None:
+    def _count(self, read: int, checked: Checked, rules: Rules) -> None:
         self.tally.read += read
-        self.tally.valid += valid
-        if invalid.height:
-            self.tally.invalid.append(invalid)
+        self.tally.valid += checked.valid.height
+        self.tally.add(checked, rules)
         self.on_read(read)
 
     def _rules(self, known: frozenset[int] | None) -> Rules:

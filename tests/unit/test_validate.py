@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.chunk import JSON
 from pipeline.engage import FIELDS
 from pipeline.validate import RAW, Rules, Seen, Validated, validate
 
@@ -58,7 +59,7 @@ def test_a_good_row_is_valid_and_shaped_for_sending() -> None:
     """A valid row comes out with sourceRow and the eight fields, definitionId as Int64."""
     result = check({})
     assert result.invalid.height == 0
-    assert result.valid.columns == ["sourceRow", *FIELDS, *RAW.values()]
+    assert result.valid.columns == ["sourceRow", *FIELDS, *RAW.values(), JSON]
     assert result.valid.schema["definitionId"] == pl.Int64
     assert result.valid.row(0)[:9] == (1, GUID, "10", 3, None, "POS", "receipt 1", None, None)
 
@@ -67,7 +68,7 @@ def test_empty_frame_gives_empty_results_with_their_columns() -> None:
     """A header-only import validates to two empty frames with the usual columns."""
     result = validate(frame().clear(), Rules())
     assert (result.valid.height, result.invalid.height) == (0, 0)
-    assert result.valid.columns == ["sourceRow", *FIELDS, *RAW.values()]
+    assert result.valid.columns == ["sourceRow", *FIELDS, *RAW.values(), JSON]
     assert result.invalid.columns == ["sourceRow", *FIELDS, "reason"]
 
 

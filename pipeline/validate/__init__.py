@@ -1,0 +1,110 @@
+"""Validate: the documented field rules (a pandera schema over polars), duplicates, and each
+valid row as the JSON that is sent for it.
+
+``check(frame, rules, seen)`` takes a piece of the text frame ``load`` made and splits it in
+three: the valid rows, normalised to what is sent (a lower-case GUID, the amount as an exact
+canonical decimal, the definition id as an integer, date-times with an explicit offset) and
+encoded; the rows failing a rule, whose reasons ``describe`` gives (pandera, run on all of
+them at once); and the duplicates of earlier valid rows. ``validate`` does both for a whole
+frame. Nothing here reads a file or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline.chunk import JSON, encode
+from pipeline.engage import FIELDS
+from pipeline.load import SOURCE_ROW
+from pipeline.validate.parse import DATE_FIELDS, prepare
+from pipeline.validate.schema import REASON, Rules, passes, reasons
+from pipeline.validate.seen import Seen
+
+__all__ = [
+    "RAW",
+    "REASON",
+    "Checked",
+    "Rules",
+    "Seen",
+    "Validated",
+    "check",
+    "describe",
+    "validate",
+]
+
+RAW = {name: f"_raw_{name}" for name in FIELDS}  # the input's text, kept for the rejects
+DUPLICATE = "duplicate of row {} (set allow_duplicates to send both)"
+
+
+@dataclass(frozen=True)
+class Validated:
+    valid: (
+        pl.DataFrame
+    )  # sourceRow, FIELDS normalised (definitionId Int64, the rest text), RAW, _json
+    invalid: pl.DataFrame  # sourceRow, FIELDS as in the input, reason
+
+
+@dataclass(frozen=True)
+class Checked:
+    valid: pl.DataFrame  # as Validated.valid
+    failing: pl.DataFrame  # the rows failing a rule, parsed: ``describe`` says why
+    duplicates: pl.DataFrame  # as Validated.invalid
+
+
+def validate(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Validated:
+    """Split ``frame`` into normalised valid rows and invalid rows with their reasons.
+    ``seen`` carries the duplicate index from the earlier pieces of the same input."""
+    checked = check(frame, rules, Seen() if seen is None else seen)
+    invalid = pl.concat([describe(checked.failing, rules), checked.duplicates])
+    return Validated(valid=checked.valid, invalid=invalid.sort(SOURCE_ROW))
+
+
+def check(frame: pl.DataFrame, rules: Rules, seen: Seen) -> Checked:
+    """One piece: every rule as one pass, the passing rows encoded and compared with the
+    rows seen before (by a hash of their JSON: equal after normalising means equal JSON)."""
+    ok = passes(rules)
+    prepared = prepare(frame, rules.timezone).with_columns(ok.alias("_ok"))
+    normal = (
+        prepared.lazy()
+        .filter("_ok")
+        .select(SOURCE_ROW, *_normalised(), *[pl.col(f).alias(RAW[f]) for f in FIELDS])
+    )
+    valid = encode(normal.collect())
+    failing = prepared.filter(~pl.col("_ok")).drop("_ok")
+    if rules.allow_duplicates or valid.is_empty():
+        return Checked(valid, failing, _no_duplicates())
+    first = seen.mark(valid[JSON].hash(seed=7), valid[SOURCE_ROW])
+    marked = valid.with_columns(first.alias("_first"))
+    repeated = pl.col("_first").is_not_null()
+    duplicates = marked.filter(repeated).select(
+        SOURCE_ROW,
+        *[pl.col(RAW[f]).alias(f) for f in FIELDS],
+        pl.format(DUPLICATE, "_first").alias(REASON),
+    )
+    return Checked(marked.filter(~repeated).drop("_first"), failing, duplicates)
+
+
+def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
+    """The rows ``check`` found failing a rule, with every reason each failed."""
+    return reasons(failing, rules)
+
+
+def _no_duplicates() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={SOURCE_ROW: pl.Int64, **dict.fromkeys(FIELDS, pl.String), REASON: pl.String}
+    )
+
+
+def _normalised() -> list[pl.Expr]:
+    """The helper columns back under the API's names, as they are sent."""
+    exprs = []
+    for name in FIELDS:
+        if name in DATE_FIELDS:
+            exprs.append(pl.col(f"_{name}_out").alias(name))
+        elif name in ("source", "description"):
+            exprs.append(pl.col(name))
+        else:
+            exprs.append(pl.col(f"_{name}").alias(name))
+    return exprs

@@ -1,0 +1,44 @@
+"""Duplicates: a valid row equal to an earlier one (after normalising) is rejected, across
+every piece of the input, by a 64-bit hash of what is sent for it."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+class Seen:
+    """Every valid row so far, as a 64-bit hash and its row number (not the rows): duplicates
+    are found across the pieces of a file of any length. Sorted runs, merged as they grow."""
+
+    def __init__(self) -> None:
+        self.runs: list[pl.DataFrame] = []  # each: _h (UInt64, sorted), first (UInt32): 12 B/row
+
+    def first_rows(self, hashes: pl.Series) -> pl.Series:
+        """For each hash, the row it was first seen in, else null."""
+        found = pl.Series("first", [None] * len(hashes), dtype=pl.Int64)
+        for run in self.runs:
+            at = run["_h"].search_sorted(hashes).clip(0, run.height - 1)
+            hit = run["_h"].gather(at) == hashes
+            found = found.fill_null(
+                pl.select(pl.when(hit).then(run["first"].gather(at).cast(pl.Int64))).to_series()
+            )
+        return found
+
+    def add(self, hashes: pl.Series, rows: pl.Series) -> None:
+        if hashes.is_empty():
+            return
+        run = pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)}).sort("_h")
+        while self.runs and self.runs[-1].height <= 2 * run.height:
+            run = self.runs.pop().merge_sorted(run, key="_h")  # no hash is in two runs
+        self.runs.append(run)
+
+    def mark(self, hashes: pl.Series, rows: pl.Series) -> pl.Series:
+        """For each row (``hashes`` of what is sent, ``rows`` its row numbers, ascending), the
+        earlier row it repeats, else null; the rows not seen before are added."""
+        earlier = self.first_rows(hashes)
+        pair = pl.DataFrame({"h": hashes, "row": rows})
+        in_piece = pair.select(pl.col("row").first().over("h")).to_series()
+        fresh = earlier.is_null() & (in_piece == rows)
+        self.add(hashes.filter(fresh), rows.filter(fresh))
+        first = earlier.fill_null(in_piece)
+        return pl.select(pl.when(first != rows).then(first)).to_series().rechunk()
