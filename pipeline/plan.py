@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 import polars as pl
 import structlog
 
+from pipeline.ahead import mapped, prefetched
 from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
 from pipeline.load import CHUNK_BYTES, Source, read_chunks
-from pipeline.validate import Checked, Rules, Seen, check, describe
+from pipeline.validate import Checked, Rules, Seen, dedupe, describe, screen
 
 log = structlog.get_logger("pipeline.plan")
+SCREENERS = 2  # pieces screened at once (most of the work is in polars, off the GIL)
 DESCRIBE_AT = 50_000  # failing rows held before pandera describes them
 
 
@@ -74,20 +76,19 @@ class Plan:
     tally: Tally = field(default_factory=Tally)
     on_read: Callable[[int], None] = lambda rows: None
     chunk_bytes: int = CHUNK_BYTES  # how much text a piece holds
+    _known: Rules | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def batches(self) -> Iterator[Batch]:
         """Every batch of the import, in order (the same on every run of the same input)."""
         seen, chunker = Seen(), Chunker(self.batch_size, self.import_id)
-        rules: Rules | None = None
         cfg = self.config
-        for frame in read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes):
-            if rules is None and frame.height:
-                rules = self._rules(self.definitions())
-            current = rules or self._rules(None)  # an empty piece needs no definitions
-            checked = check(frame, current, seen)
-            self._count(frame.height, checked, current)
-            batches = list(chunker.feed(checked.valid))
-            yield from self._counted(batches)
+        pieces = read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes)
+        ahead = prefetched(pieces, 1, name="read")  # the next piece read meanwhile
+        for read, rules, screened in mapped(self._screen, ahead, SCREENERS, "screen"):
+            checked = dedupe(screened, seen, rules)  # in order: the first of equal rows wins
+            self._count(read, checked, rules)
+            yield from self._counted(list(chunker.feed(checked.valid)))
         yield from self._counted(list(chunker.flush()))
         log.info(
             "planned",
@@ -96,6 +97,17 @@ class Plan:
             invalid=self.tally.invalid_rows,
             batches=self.tally.batches,
         )
+
+    def _screen(self, frame: pl.DataFrame) -> tuple[int, Rules, Checked]:
+        rules = self._rules_for(frame.height)
+        return frame.height, rules, screen(frame, rules)
+
+    def _rules_for(self, rows: int) -> Rules:
+        """The rules; the definitions are asked once, when the first row needs them."""
+        with self._lock:
+            if self._known is None and rows:
+                self._known = self._rules(self.definitions())
+            return self._known or self._rules(None)
 
     def _counted(self, batches: list[Batch]) -> Iterator[Batch]:
         for batch in batches:

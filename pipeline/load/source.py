@@ -6,7 +6,6 @@ A gzipped input is decompressed, on the way, into a temporary file the readers s
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 import tempfile
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import polars as pl
 
 from pipeline.errors import ConfigError, InputError
 
@@ -123,7 +124,7 @@ class _Scan:
         self.blank = True
         self.line_breaks = False
         self.bad_utf8: tuple[int, int] | None = None  # (offset, byte)
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._carry = b""  # a character cut by the end of a block
 
     def stored(self, block: bytes) -> None:
         self.sha256.update(block)
@@ -134,15 +135,22 @@ class _Scan:
         if self.blank:
             self.blank = not data.strip()
         self.line_breaks = self.line_breaks or b"\n" in data
-        if self.bad_utf8 is None and not (data.isascii() and not self._decoder.getstate()[0]):
-            self._decode(data)
+        if self.bad_utf8 is None and not (data.isascii() and not self._carry):
+            self._check_utf8(data)
         self.size += len(data)
 
-    def _decode(self, data: bytes) -> None:
+    def _check_utf8(self, data: bytes) -> None:
+        """polars checks UTF-8 (fast, no text made); Python finds where it breaks."""
+        start, text = self.size - len(self._carry), self._carry + data
+        end = _whole_characters(text)
+        self._carry = text[end:]
         try:
-            self._decoder.decode(data)
-        except UnicodeDecodeError as exc:
-            self.bad_utf8 = (self.size + exc.start, data[exc.start])
+            pl.Series([text[:end]], dtype=pl.Binary).cast(pl.String)
+        except pl.exceptions.ComputeError:
+            try:
+                text[:end].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.bad_utf8 = (start + exc.start, text[exc.start])
 
     def check_text(self, path: Path) -> None:
         if self.blank or not self.head.removeprefix(BOM).strip():
@@ -151,17 +159,24 @@ class _Scan:
             raise InputError(
                 f"{path} looks binary (it holds NUL bytes), not CSV, TSV or NDJSON text"
             )
-        if self.bad_utf8 is None:
-            try:
-                self._decoder.decode(b"", final=True)
-            except UnicodeDecodeError:
-                self.bad_utf8 = (self.size - 1, 0)
+        if self.bad_utf8 is None and self._carry:  # the file ends inside a character
+            self.bad_utf8 = (self.size - len(self._carry), self._carry[0])
         if self.bad_utf8 is not None:
             offset, byte = self.bad_utf8
             raise InputError(
                 f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {offset});"
                 " convert it first, e.g. iconv -f latin1 -t utf-8"
             )
+
+
+def _whole_characters(data: bytes) -> int:
+    """Where the last UTF-8 character that ``data`` holds whole ends."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # not a continuation: the last character starts here
+            length = 1 if byte < 0x80 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) - back if length > back else len(data)
+    return len(data)
 
 
 def _detect(path: Path, head: bytes) -> str:

@@ -15,16 +15,14 @@ still accounted for (what earlier runs settled, or ``unsent``).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from decimal import Decimal
-from queue import Full, Queue
-from typing import TypeVar
 
 import polars as pl
 
+from pipeline.ahead import prefetched
 from pipeline.chunk import Batch
 from pipeline.engage import EngageClient
 from pipeline.errors import EngageError, TransientEngageError
@@ -32,8 +30,7 @@ from pipeline.load import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
 from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
 
-__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post", "prefetched"]
-T = TypeVar("T")
+__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
 
 
 @dataclass
@@ -116,7 +113,7 @@ def post(
     poster = Poster(client, recorder or NoRecorder(), resume or Resume(), Ledger(keep_accepted))
     run = _Run(poster, concurrency, done)
     reporter: Poster | None = None
-    ahead = prefetched(batches, PREFETCH) if client is not None else iter(batches)
+    ahead = prefetched(batches, PREFETCH, name="plan") if client is not None else iter(batches)
     with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="post") as pool:
         for batch in ahead:
             if run.stopped_by is None and client is not None and poster.needs_sending(batch):
@@ -133,43 +130,6 @@ def post(
 
 
 PREFETCH = 64  # batches planned ahead of the ones in flight
-
-
-def prefetched(items: Iterable[T], ahead: int) -> Iterator[T]:
-    """``items``, produced by a thread of their own up to ``ahead`` in advance, so that reading
-    and validating the next piece of the input overlaps with sending; an error in producing
-    them is raised here, in order."""
-    queue: Queue[tuple[bool, object]] = Queue(maxsize=ahead)
-    quit_ = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not quit_.is_set():
-                    try:
-                        queue.put((True, item), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if quit_.is_set():
-                    return
-            queue.put((False, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            queue.put((False, exc))
-
-    thread = threading.Thread(target=produce, name="plan", daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, item = queue.get()
-            if not more:
-                if isinstance(item, BaseException):
-                    raise item
-                return
-            yield item  # type: ignore[misc]
-    finally:
-        quit_.set()
-        thread.join(timeout=5)
 
 
 def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Posted:

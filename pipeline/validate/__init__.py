@@ -11,7 +11,7 @@ frame. Nothing here reads a file or the clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 RAW = {name: f"_raw_{name}" for name in FIELDS}  # the input's text, kept for the rejects
+HASH = "_hash"
 DUPLICATE = "duplicate of row {} (set allow_duplicates to send both)"
 
 
@@ -62,10 +63,14 @@ def validate(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Val
 
 
 def check(frame: pl.DataFrame, rules: Rules, seen: Seen) -> Checked:
-    """One piece: every rule as one pass, the passing rows encoded and compared with the
-    rows seen before (by a hash of their JSON: equal after normalising means equal JSON)."""
-    ok = passes(rules)
-    prepared = prepare(frame, rules.timezone).with_columns(ok.alias("_ok"))
+    """One piece: ``screen`` then ``dedupe``."""
+    return dedupe(screen(frame, rules), seen, rules)
+
+
+def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
+    """Every rule as one pass; the passing rows encoded, with a hash of their JSON (equal
+    after normalising means equal JSON). Pieces can be screened in parallel."""
+    prepared = prepare(frame, rules.timezone).with_columns(passes(rules).alias("_ok"))
     normal = (
         prepared.lazy()
         .filter("_ok")
@@ -73,17 +78,23 @@ def check(frame: pl.DataFrame, rules: Rules, seen: Seen) -> Checked:
     )
     valid = encode(normal.collect())
     failing = prepared.filter(~pl.col("_ok")).drop("_ok")
+    return Checked(valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH)), failing, _none())
+
+
+def dedupe(screened: Checked, seen: Seen, rules: Rules) -> Checked:
+    """The screened rows that repeat an earlier valid row, split off. Pieces in order."""
+    valid = screened.valid
     if rules.allow_duplicates or valid.is_empty():
-        return Checked(valid, failing, _no_duplicates())
-    first = seen.mark(valid[JSON].hash(seed=7), valid[SOURCE_ROW])
-    marked = valid.with_columns(first.alias("_first"))
+        return replace(screened, valid=valid.drop(HASH))
+    first = seen.mark(valid[HASH], valid[SOURCE_ROW])
+    marked = valid.drop(HASH).with_columns(first.alias("_first"))
     repeated = pl.col("_first").is_not_null()
     duplicates = marked.filter(repeated).select(
         SOURCE_ROW,
         *[pl.col(RAW[f]).alias(f) for f in FIELDS],
         pl.format(DUPLICATE, "_first").alias(REASON),
     )
-    return Checked(marked.filter(~repeated).drop("_first"), failing, duplicates)
+    return Checked(marked.filter(~repeated).drop("_first"), screened.failing, duplicates)
 
 
 def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
@@ -91,7 +102,7 @@ def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     return reasons(failing, rules)
 
 
-def _no_duplicates() -> pl.DataFrame:
+def _none() -> pl.DataFrame:
     return pl.DataFrame(
         schema={SOURCE_ROW: pl.Int64, **dict.fromkeys(FIELDS, pl.String), REASON: pl.String}
     )

@@ -15,7 +15,7 @@ class Seen:
 
     def first_rows(self, hashes: pl.Series) -> pl.Series:
         """For each hash, the row it was first seen in, else null."""
-        found = pl.Series("first", [None] * len(hashes), dtype=pl.Int64)
+        found = pl.repeat(None, len(hashes), dtype=pl.Int64, eager=True)
         for run in self.runs:
             at = run["_h"].search_sorted(hashes).clip(0, run.height - 1)
             hit = run["_h"].gather(at) == hashes

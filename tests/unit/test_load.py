@@ -519,3 +519,21 @@ def test_reading_in_small_pieces_gives_the_same_rows(
         whole = pl.concat(read_chunks(source))
         pieces = pl.concat(read_chunks(source, chunk_bytes=chunk))
     assert pieces.rows() == whole.rows()
+
+
+@pytest.mark.parametrize("shift", range(4))
+def test_utf8_is_checked_across_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shift: int
+) -> None:
+    """A character cut by the end of a read block is whole; a bad byte is found at its
+    offset wherever it falls; a file ending inside a character is not UTF-8."""
+    monkeypatch.setattr("pipeline.load.source.BLOCK", 16)
+    head = ("\n" * shift + ",".join(HEADER) + "\n").encode()  # blank lines move the cuts
+    row = (",".join([GUID, "10", "3", "Malmö 🛒", "ö" * 5]) + "\n").encode()
+    good = write(tmp_path / "good.csv", head + row * 3)
+    assert [r[3] for r in values(good)] == ["Malmö 🛒"] * 3
+    bad = write(tmp_path / "bad.csv", head + row * 2 + b"K\xf6p" + row)
+    with pytest.raises(InputError, match=f"byte 0xf6 at offset {len(head + row * 2) + 1}"):
+        load(bad)
+    with pytest.raises(InputError, match="not UTF-8"):
+        load(write(tmp_path / "cut.csv", head + row + "ö".encode()[:1]))

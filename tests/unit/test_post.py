@@ -126,7 +126,7 @@ def test_a_refused_key_stops_before_the_next_batch():
 
 def test_prefetched_keeps_order_and_raises_the_producers_error_in_place():
     """Items come in order from the producer thread; its error is raised after them."""
-    from pipeline.post import prefetched
+    from pipeline.ahead import prefetched
 
     def produce():
         yield from range(100)
