@@ -15,6 +15,7 @@ import structlog
 from pipeline.ahead import mapped, prefetched
 from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
+from pipeline.frames import detached
 from pipeline.load import CHUNK_BYTES, Source, read_chunks
 from pipeline.validate import Checked, Rules, Seen, dedupe, describe, screen
 
@@ -49,10 +50,10 @@ class Tally:
     def add(self, checked: Checked, rules: Rules) -> None:
         with self.lock:
             self.rules = rules
-            if checked.duplicates.height:
-                self.described.append(checked.duplicates)
+            if checked.duplicates.height:  # detached: not the whole piece's text
+                self.described.append(detached(checked.duplicates))
             if checked.failing.height:
-                self.failing.append(checked.failing)
+                self.failing.append(detached(checked.failing))
         if sum(frame.height for frame in self.failing) >= DESCRIBE_AT:
             self.describe()
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 import polars as pl
 
 from pipeline.engage import FIELDS
+from pipeline.frames import detached
 from pipeline.load import SOURCE_ROW
 from pipeline.validate import RAW
 
@@ -57,7 +58,7 @@ class Ledger:
             *[pl.col(RAW[f]).alias(f) for f in FIELDS],
         )  # fmt: skip
         with self._lock:
-            self.refused.append(refused)
+            self.refused.append(detached(refused))  # not the whole piece's text
             self._note(rows, seq)
 
     def refuse(
