@@ -14,7 +14,8 @@ class Seen:
         self.runs: list[pl.DataFrame] = []  # each: _h (UInt64, sorted), first (UInt32): 12 B/row
 
     def first_rows(self, hashes: pl.Series) -> pl.Series:
-        """For each hash, the row it was first seen in, else null."""
+        """For each hash, the row it was first seen in, else null (fastest with the hashes
+        sorted: the searches then walk each run in order)."""
         found = pl.repeat(None, len(hashes), dtype=pl.Int64, eager=True)
         for run in self.runs:
             at = run["_h"].search_sorted(hashes).clip(0, run.height - 1)
@@ -24,21 +25,30 @@ class Seen:
             )
         return found
 
-    def add(self, hashes: pl.Series, rows: pl.Series) -> None:
+    def add(self, hashes: pl.Series, rows: pl.Series, ordered: bool = False) -> None:
+        """Add rows not seen before (``ordered``: already sorted by hash)."""
         if hashes.is_empty():
             return
-        run = pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)}).sort("_h")
+        run = pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)})
+        run = run if ordered else run.sort("_h")
         while self.runs and self.runs[-1].height <= 2 * run.height:
             run = self.runs.pop().merge_sorted(run, key="_h")  # no hash is in two runs
         self.runs.append(run)
 
     def mark(self, hashes: pl.Series, rows: pl.Series) -> pl.Series:
-        """For each row (``hashes`` of what is sent, ``rows`` its row numbers, ascending), the
-        earlier row it repeats, else null; the rows not seen before are added."""
-        earlier = self.first_rows(hashes)
-        pair = pl.DataFrame({"h": hashes, "row": rows})
-        in_piece = pair.select(pl.col("row").first().over("h")).to_series()
-        fresh = earlier.is_null() & (in_piece == rows)
-        self.add(hashes.filter(fresh), rows.filter(fresh))
-        first = earlier.fill_null(in_piece)
-        return pl.select(pl.when(first != rows).then(first)).to_series().rechunk()
+        """For each row (``hashes`` of what is sent, ``rows`` its row numbers), the earlier
+        row it repeats, else null; the rows not seen before are added."""
+        by_hash = pl.DataFrame(
+            {"h": hashes, "row": rows, "at": pl.int_range(len(rows), eager=True)}
+        )
+        by_hash = by_hash.sort("h", "row")  # equal rows side by side, the first first
+        new = pl.col("h") != pl.col("h").shift(1)
+        marked = by_hash.with_columns(
+            self.first_rows(by_hash["h"]).alias("earlier"),
+            pl.when(new.fill_null(True)).then(pl.col("row")).forward_fill().alias("in_piece"),
+        )
+        fresh = marked.filter(pl.col("earlier").is_null() & (pl.col("in_piece") == pl.col("row")))
+        self.add(fresh["h"], fresh["row"], ordered=True)
+        first = pl.coalesce("earlier", "in_piece")
+        repeats = marked.select("at", pl.when(first != pl.col("row")).then(first).alias("first"))
+        return repeats.sort("at")["first"]
