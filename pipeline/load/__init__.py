@@ -32,6 +32,7 @@ from pipeline.load.formats import (
 from pipeline.load.source import Source, open_source
 
 CHUNK_BYTES = 8 << 20
+FIRST_PIECE = 256 << 10
 
 __all__ = [
     "CHUNK_BYTES",
@@ -139,20 +140,25 @@ class _Reader:
 
 
 def _stream(handle: BinaryIO, chunk_bytes: int, quoted: bool) -> Iterator[bytes]:
+    """Pieces of ``chunk_bytes``; the first ones smaller (from FIRST_PIECE, doubling), so that
+    the first batch is ready, and sent, soon after the start."""
     reader = _Reader(handle, chunk_bytes)
     if quoted:
         yield _header(reader)
+    size = min(FIRST_PIECE, chunk_bytes)
     while True:
-        reader.fill(chunk_bytes)
+        reader.fill(size)
         if reader.eof:
             if reader.buffer.strip(b"\r\n"):
                 yield reader.buffer  # a final line break parses as a blank line: harmless
             return
-        end = _last_record_end(reader.buffer, quoted)
+        end = _last_record_end(reader.buffer, quoted, size)
         if end < 0:  # a record longer than a piece: read on
-            reader.fill(len(reader.buffer) + chunk_bytes)
+            size = len(reader.buffer) + chunk_bytes
+            reader.fill(size)
             continue
         yield reader.take(end)
+        size = min(2 * size, chunk_bytes)
 
 
 def _header(reader: _Reader) -> bytes:
@@ -178,9 +184,9 @@ def _record_end(buffer: bytes) -> int:
     return -1
 
 
-def _last_record_end(buffer: bytes, quoted: bool) -> int:
-    """The last line break that ends a record (outside quotes), or -1."""
-    end = buffer.rfind(b"\n")
+def _last_record_end(buffer: bytes, quoted: bool, limit: int) -> int:
+    """The last line break before ``limit`` that ends a record (outside quotes), or -1."""
+    end = buffer.rfind(b"\n", 0, limit)
     if end < 0 or not quoted:
         return end
     quotes = buffer.count(b'"', 0, end)
