@@ -213,25 +213,32 @@ class Journal:
 
     def plan_batch(self, import_id: str, seq: int, key: str, rows: int, sha256: str) -> None:
         """Add a planned batch; one planned before must have the same key (the same rows)."""
+        self.plan_batches(import_id, [(seq, key, rows, sha256)])
+
+    def plan_batches(self, import_id: str, planned: Sequence[tuple[int, str, int, str]]) -> None:
+        """``plan_batch`` for several (seq, key, rows, sha256), in one transaction."""
+        if not planned:
+            return
         with self._write() as db:
-            found = db.execute(
-                "SELECT key FROM batches WHERE import_id = ? AND seq = ? AND part = ''",
-                (import_id, seq),
-            ).fetchone()
-            if found is not None and found["key"] != key:
-                raise JournalError(
-                    f"import {import_id} was planned differently (batch {seq} had other rows: "
-                    "another batch size, time zone, column mapping or validation setting); "
-                    "re-run it with the same config, or give it another --import-id"
-                )
-            if found is None:
-                db.execute(
-                    "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256,"
-                    " state, updated_at) VALUES (?, ?, '', ?, ?, ?, 'planned', ?)",
-                    (import_id, seq, key, rows, sha256, self._clock()),
-                )
-                db.execute("UPDATE imports SET batches = MAX(batches, ?) WHERE import_id = ?",
-                           (seq, import_id))  # fmt: skip
+            for seq, key, rows, sha256 in planned:
+                found = db.execute(
+                    "SELECT key FROM batches WHERE import_id = ? AND seq = ? AND part = ''",
+                    (import_id, seq),
+                ).fetchone()
+                if found is not None and found["key"] != key:
+                    raise JournalError(
+                        f"import {import_id} was planned differently (batch {seq} had other "
+                        "rows: another batch size, time zone, column mapping or validation "
+                        "setting); re-run it with the same config, or give it another --import-id"
+                    )
+                if found is None:
+                    db.execute(
+                        "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256,"
+                        " state, updated_at) VALUES (?, ?, '', ?, ?, ?, 'planned', ?)",
+                        (import_id, seq, key, rows, sha256, self._clock()),
+                    )
+            db.execute("UPDATE imports SET batches = MAX(batches, ?) WHERE import_id = ?",
+                       (max(seq for seq, *_ in planned), import_id))  # fmt: skip
 
     def set_status(self, import_id: str, status: str, error: str | None = None) -> None:
         with self._write() as db:

@@ -47,7 +47,10 @@ class RateLimiter:
                 wait = self._wait(now)
                 if wait <= 0:
                     self._starts.append(now)
-                    self._next = max(now, self._next) + (WINDOW_S + self._margin) / self.rate
+                    spacing = (WINDOW_S + self._margin) / self.rate
+                    # a thread that woke up a little late keeps to the schedule (up to a
+                    # quarter of the spacing), or the delays add up and the rate falls behind
+                    self._next = max(self._next, now - spacing / 4) + spacing
                     return
                 if stopping():
                     return

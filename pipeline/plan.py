@@ -82,6 +82,11 @@ class Plan:
 
     def batches(self) -> Iterator[Batch]:
         """Every batch of the import, in order (the same on every run of the same input)."""
+        for batches in self.pieces():
+            yield from batches
+
+    def pieces(self) -> Iterator[list[Batch]]:
+        """The batches, as the pieces of the input fill them (maybe none for a piece)."""
         seen, chunker = Seen(), Chunker(self.batch_size, self.import_id)
         cfg = self.config
         pieces = read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes)
@@ -89,8 +94,8 @@ class Plan:
         for read, rules, screened in mapped(self._screen, ahead, SCREENERS, "screen"):
             checked = dedupe(screened, seen, rules)  # in order: the first of equal rows wins
             self._count(read, checked, rules)
-            yield from self._counted(list(chunker.feed(checked.valid)))
-        yield from self._counted(list(chunker.flush()))
+            yield self._counted(list(chunker.feed(checked.valid)))
+        yield self._counted(list(chunker.flush()))
         log.info(
             "planned",
             rows=self.tally.read,
@@ -110,10 +115,9 @@ class Plan:
                 self._known = self._rules(self.definitions())
             return self._known or self._rules(None)
 
-    def _counted(self, batches: list[Batch]) -> Iterator[Batch]:
-        for batch in batches:
-            self.tally.batches += 1
-            yield batch
+    def _counted(self, batches: list[Batch]) -> list[Batch]:
+        self.tally.batches += len(batches)
+        return batches
 
     def _count(self, read: int, checked: Checked, rules: Rules) -> None:
         self.tally.read += read

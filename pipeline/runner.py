@@ -199,17 +199,19 @@ def _journaled(
 
 
 def _recorded(journal: Journal, plan: Plan) -> Iterator[Batch]:
-    """The plan's batches, each recorded (or checked against its record) before it is sent."""
+    """The plan's batches, each recorded (or checked against its record) before it is sent:
+    a piece's batches in one transaction."""
     recorded = False
-    for batch in plan.batches():
-        if not recorded:
+    for batches in plan.pieces():
+        if not recorded and batches:
             known = plan.definitions()
             if known is not None:
                 journal.set_definitions(plan.import_id, sorted(known))
             recorded = True
-        journal.plan_batch(plan.import_id, batch.seq, batch.key, batch.rows.height,
-                           hashlib.sha256(batch.body).hexdigest())  # fmt: skip
-        yield batch
+        journal.plan_batches(plan.import_id, [
+            (b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest()) for b in batches
+        ])  # fmt: skip
+        yield from batches
 
 
 def _finished_note(record: ImportRecord) -> str:

@@ -409,3 +409,18 @@ def test_a_batch_planned_again_must_have_its_key(journal: Journal):
     journal.plan_batch(ID, 1, "key-1", 3, "sha-1")  # the same: fine
     with pytest.raises(JournalError, match="planned differently"):
         journal.plan_batch(ID, 2, "other-key", 2, "sha-2")
+
+
+def test_batches_planned_together_are_all_or_nothing(journal: Journal, path: Path):
+    """plan_batches() records a piece's batches in one transaction: a changed key among them
+    raises and records none of the others."""
+    journal.plan_batches(ID, [(3, "key-3", 1, "sha-3"), (4, "key-4", 3, "sha-4")])
+    assert sql(path, "SELECT seq, key FROM batches WHERE seq > 2 ORDER BY seq") == [
+        (3, "key-3"),
+        (4, "key-4"),
+    ]
+    assert sql(path, "SELECT batches FROM imports") == [(4,)]
+    with pytest.raises(JournalError, match="batch 2 had other rows"):
+        journal.plan_batches(ID, [(5, "key-5", 3, "sha-5"), (2, "changed", 2, "sha-2")])
+    assert sql(path, "SELECT count(*) FROM batches WHERE seq = 5") == [(0,)]
+    assert sql(path, "SELECT batches FROM imports") == [(4,)]
