@@ -4,9 +4,10 @@ valid row as the JSON that is sent for it.
 ``check(frame, rules, seen)`` takes a piece of the text frame ``load`` made and splits it in
 three: the valid rows, normalised to what is sent (a lower-case GUID, the amount as an exact
 canonical decimal, the definition id as an integer, date-times with an explicit offset) and
-encoded; the rows failing a rule, whose reasons ``describe`` gives (pandera, run on all of
-them at once); and the duplicates of earlier valid rows. ``validate`` does both for a whole
-frame. Nothing here reads a file or the clock.
+encoded; the rows failing a rule, whose reasons ``describe`` gives (pandera, run on many of
+them at once); and the duplicates of earlier valid rows. It is ``screen`` (any piece, in
+parallel) then ``dedupe`` (the pieces in order). ``validate`` does it all for a whole frame.
+Nothing here reads a file or the clock.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pipeline.chunk import JSON, encode
 from pipeline.engage import FIELDS
 from pipeline.load import SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, prepare
-from pipeline.validate.schema import REASON, Rules, passes, reasons
+from pipeline.validate.schema import REASON, Rules, describe, passes
 from pipeline.validate.seen import Seen
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "Seen",
     "Validated",
     "check",
+    "dedupe",
     "describe",
+    "screen",
     "validate",
 ]
 
@@ -41,9 +44,8 @@ DUPLICATE = "duplicate of row {} (set allow_duplicates to send both)"
 
 @dataclass(frozen=True)
 class Validated:
-    valid: (
-        pl.DataFrame
-    )  # sourceRow, FIELDS normalised (definitionId Int64, the rest text), RAW, _json
+    # sourceRow, FIELDS normalised (definitionId Int64, the rest text), RAW, _json
+    valid: pl.DataFrame
     invalid: pl.DataFrame  # sourceRow, FIELDS as in the input, reason
 
 
@@ -95,11 +97,6 @@ def dedupe(screened: Checked, seen: Seen, rules: Rules) -> Checked:
         pl.format(DUPLICATE, "_first").alias(REASON),
     )
     return Checked(marked.filter(~repeated).drop("_first"), screened.failing, duplicates)
-
-
-def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
-    """The rows ``check`` found failing a rule, with every reason each failed."""
-    return reasons(failing, rules)
 
 
 def _none() -> pl.DataFrame:

@@ -42,7 +42,7 @@ def passes(rules: Rules) -> pl.Expr:
     return pl.all_horizontal([_expression(c).fill_null(False) for c in _checks(rules)])
 
 
-def reasons(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
+def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     """``failing`` (prepared rows that failed a check) as sourceRow, FIELDS as in the input
     and every reason each failed, ``; ``-joined in field order."""
     failing = failing.with_row_index("_i")
