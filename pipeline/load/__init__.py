@@ -94,9 +94,9 @@ def _csv_frames(source: Source, delimiter: str, chunk_bytes: int) -> Iterator[pl
     first = True
     for piece in pieces:
         first = False
-        yield parse_csv(header + b"\n" + piece, sep, source.path)
+        yield parse_csv(header, piece, sep, source.path)
     if first:  # a header and no rows: a quiet night
-        yield parse_csv(header, sep, source.path)
+        yield parse_csv(header, b"", sep, source.path)
 
 
 def _pieces(source: Source, chunk_bytes: int, quoted: bool) -> Iterator[bytes]:

@@ -83,7 +83,15 @@ def number_rows(frame: pl.DataFrame, offset: int = 0) -> pl.DataFrame:
     )
     if not values:
         return numbered
-    blank = pl.all_horizontal(
-        [pl.col(c).is_null() | (pl.col(c).str.strip_chars(BLANK) == "") for c in values]
-    )
-    return numbered.filter(~blank | pl.col(LOAD_ERROR).is_not_null())
+    # a blank row is blank in its first column: only those few rows are looked at whole
+    maybe = numbered.select(pl.arg_where(_blank(values[0]))).to_series()
+    if maybe.is_empty():
+        return numbered
+    candidates = numbered[maybe]
+    blank = pl.all_horizontal(_blank(c) for c in values) & pl.col(LOAD_ERROR).is_null()
+    dropped = candidates.filter(blank)[SOURCE_ROW]
+    return numbered.filter(~pl.col(SOURCE_ROW).is_in(dropped.implode()))
+
+
+def _blank(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars(BLANK) == "")

@@ -28,10 +28,13 @@ _LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' floa
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 
 
-def parse_csv(data: bytes, sep: str, path: Path) -> pl.DataFrame:
+def parse_csv(header: bytes, records: bytes, sep: str, path: Path) -> pl.DataFrame:
     """A header line and the records after it (no trailing line break) as text columns,
     one row per record, ``_loadError`` saying what is wrong with a malformed one."""
-    data += b"\n" + EOF_MARK.encode() + b"\n"
+    lines = (
+        (header, records, EOF_MARK.encode(), b"") if records else (header, EOF_MARK.encode(), b"")
+    )
+    data = b"\n".join(lines)  # one copy of the piece
     try:
         frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
         errors: list[str | None] = [None] * frame.height

@@ -24,11 +24,10 @@ ISO_8601 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ][0-9]{2}:[0-9]{2}(:[0-5][0-9](\.[0-9]+)?)?([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$"
 )
-# the fast path's shapes: a date, or a date-time to the second with Z or a ±HH:MM offset
+# the fast path's shape: a date-time to the second with Z or a ±HH:MM offset
 FAST_DATE_TIME = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][01][0-9]:[0-5][0-9])$"
 )
-FAST_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 OUT_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 SAMPLE = 1000  # rows looked at to tell a column of few distinct dates
 
@@ -77,7 +76,7 @@ def _full(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
             contact.str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase().alias("_contactId"),
             _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
             _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
-            *[expr for f in DATE_FIELDS for expr in _distinct_dates(frame, f, tz)],
+            *[expr for f in DATE_FIELDS for expr in _dates(frame, f, tz)],
         )
         .collect()
     )
@@ -87,6 +86,14 @@ def _repeats(column: pl.Series) -> bool:
     """Whether a column holds few distinct values (a validity end, a night's dates)."""
     head = column.head(SAMPLE)
     return head.null_count() == head.len() or head.n_unique() <= head.len() // 4
+
+
+def _dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
+    """``_<field>`` and ``_<field>_out``: by distinct value, or row by row if few repeat."""
+    if _repeats(frame[field]):
+        return _distinct_dates(frame, field, tz)
+    at = _instant(pl.col(field).str.strip_chars(), tz)
+    return [at.alias(f"_{field}"), at.dt.strftime(OUT_FORMAT).alias(f"_{field}_out")]
 
 
 def _distinct_dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
@@ -108,8 +115,8 @@ def _distinct_dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
 
 
 def _fast_instant(s: pl.Expr, tz: str) -> pl.Expr:
-    """A date, or a date-time to the second with Z or ±HH:MM, as an instant in ``tz``; null
-    for any other text (the full parser reads it)."""
+    """A date-time to the second with Z or ±HH:MM as an instant in ``tz``; null for any other
+    text (the full parser reads it; a column of dates goes by its few distinct values)."""
     naive = s.str.slice(0, 19).str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us")
     offset = s.str.slice(19)
     minutes = offset.str.slice(1, 2).cast(pl.Int64, strict=False) * 60 + offset.str.slice(
@@ -123,14 +130,7 @@ def _fast_instant(s: pl.Expr, tz: str) -> pl.Expr:
         .otherwise(minutes)
     )
     at = (naive - pl.duration(minutes=minutes)).dt.replace_time_zone("UTC")
-    day = s.str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us"))
-    local = day.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-    return (
-        pl.when(s.str.contains(FAST_DATE_TIME))
-        .then(at.dt.convert_time_zone(tz))
-        .when(s.str.contains(FAST_DATE))
-        .then(local)
-    )
+    return pl.when(s.str.contains(FAST_DATE_TIME)).then(at.dt.convert_time_zone(tz))
 
 
 def _canonical_amount(s: pl.Expr) -> pl.Expr:
