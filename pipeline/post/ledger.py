@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import polars as pl
 
@@ -19,6 +19,7 @@ from pipeline.load import SOURCE_ROW
 from pipeline.validate import RAW
 
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
+EXACT = Context(prec=100)  # sums of amounts of up to 15 digits at any scale, never rounded
 REFUSED_SCHEMA = {
     SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String, "idempotencyKey": pl.String,
     **dict.fromkeys(FIELDS, pl.String),
@@ -80,15 +81,18 @@ class Ledger:
             self.settle(group, key, str(stage), str(reason), seq)
 
     def _accept(self, rows: pl.DataFrame, seq: int | None, key: str | None) -> None:
-        sums = rows.group_by("definitionId").agg(pl.col("amount").cast(pl.Decimal(38, 20)).sum())
+        # in this thread, not polars' pool: that is busy planning, and a request waits for it
+        sums: dict[int, Decimal] = defaultdict(Decimal)
+        for definition, amount in zip(rows["definitionId"], rows["amount"], strict=True):
+            sums[definition] = EXACT.add(sums[definition], Decimal(amount))
         with self._lock:
             self.accepted += rows.height
             if self.keep_accepted:
                 self.accepted_rows.append(
                     rows.select(SOURCE_ROW, pl.lit(key, pl.String).alias("idempotencyKey"))
                 )
-            for definition, amount in sums.iter_rows():
-                self.points[int(definition)] += Decimal(str(amount))
+            for definition, amount in sums.items():
+                self.points[definition] = EXACT.add(self.points[definition], amount)
             self._note(rows, seq)
 
     def _note(self, rows: pl.DataFrame, seq: int | None) -> None:
@@ -103,6 +107,8 @@ class Ledger:
         """The rows settled for batch ``seq`` since it was opened."""
         with self._lock:
             parts = self._open.pop(seq, [])
+        if len(parts) == 1:  # the usual case: no polars work on the way back
+            return parts[0]
         return pl.concat(parts) if parts else pl.Series(SOURCE_ROW, [], dtype=pl.Int64)
 
     def count_request(self) -> None:
