@@ -83,7 +83,8 @@ class Ledger:
     def _accept(self, rows: pl.DataFrame, seq: int | None, key: str | None) -> None:
         # in this thread, not polars' pool: that is busy planning, and a request waits for it
         sums: dict[int, Decimal] = defaultdict(Decimal)
-        for definition, amount in zip(rows["definitionId"], rows["amount"], strict=True):
+        pairs = zip(rows["definitionId"].to_list(), rows["amount"].to_list(), strict=True)
+        for definition, amount in pairs:
             sums[definition] = EXACT.add(sums[definition], Decimal(amount))
         with self._lock:
             self.accepted += rows.height
