@@ -335,7 +335,6 @@ class Journal:
                 " WHERE import_id = ? AND seq = ? AND part = ?",
                 (now, now, import_id, seq, part),
             )
-            _beat(db, import_id, now)
 
     def settle(
         self,
@@ -361,7 +360,6 @@ class Journal:
                 " key) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(import_id, row, seq, part, stage, why, key) for row, stage, why in refused],
             )
-            _beat(db, import_id, now)
 
     def divide(
         self,
@@ -387,7 +385,6 @@ class Journal:
                     for p, k, n, sha, rows in children
                 ],
             )
-            _beat(db, import_id, now)
 
     def refused(self, import_id: str) -> list[tuple[int, int, str, str, str]]:
         """Every refused row: (sourceRow, seq, part, stage, reason)."""
