@@ -26,12 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from pipeline.errors import JournalError
 
 SCHEMA_VERSION = 1
 APP = "points-import"
 FILENAME = "journal.sqlite"
 STALE_AFTER_S = 600.0  # a holder silent this long on another host is taken as dead
+log = structlog.get_logger("pipeline.journal")
 BEAT_EVERY_S = 30.0  # a holder's heartbeat, while it holds, whatever it is waiting for
 TERMINAL = ("done", "failed")
 
@@ -300,8 +303,10 @@ class Journal:
                 try:
                     with self._write() as db:
                         _beat(db, import_id, self._clock())
-                except (JournalError, sqlite3.ProgrammingError):
+                except sqlite3.ProgrammingError:  # the journal was closed
                     return
+                except JournalError as exc:  # busy, say: the next beat tries again
+                    log.warning("journal heartbeat failed", error=str(exc))
 
         threading.Thread(target=beat, name=f"journal-beat-{import_id}", daemon=True).start()
 

@@ -45,7 +45,8 @@ class Tally:
 
     @property
     def invalid_rows(self) -> int:
-        return sum(frame.height for frame in [*self.described, *self.failing])
+        with self.lock:
+            return sum(frame.height for frame in [*self.described, *self.failing])
 
     def add(self, checked: Checked, rules: Rules) -> None:
         with self.lock:

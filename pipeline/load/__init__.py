@@ -77,9 +77,11 @@ def read_chunks(
         raws = (parse_ndjson(piece) for piece in _pieces(source, chunk_bytes, quoted=False))
     else:
         raws = _csv_frames(source, delimiter, chunk_bytes)
-    offset = 0
+    offset, named = 0, False  # NDJSON: the first piece with keys must have the required ones
     for raw in raws:
-        strict = offset == 0 or source.format != "ndjson"
+        keys = raw.width > 1  # more than _loadError: not only blank lines
+        strict = source.format != "ndjson" or (keys and not named)
+        named = named or keys
         yield canonical_columns(number_rows(raw, offset), source.path, columns or {}, strict)
         offset += raw.height
 
@@ -96,7 +98,7 @@ def _csv_frames(source: Source, delimiter: str, chunk_bytes: int) -> Iterator[pl
         first = False
         yield parse_csv(header, piece, sep, source.path)
     if first:  # a header and no rows: a quiet night
-        yield parse_csv(header, b"", sep, source.path)
+        yield parse_csv(header, None, sep, source.path)
 
 
 def _pieces(source: Source, chunk_bytes: int, quoted: bool) -> Iterator[bytes]:

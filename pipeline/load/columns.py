@@ -81,8 +81,8 @@ def number_rows(frame: pl.DataFrame, offset: int = 0) -> pl.DataFrame:
         pl.col(SOURCE_ROW).cast(pl.Int64),
         *[pl.when(pl.col(c) != "").then(pl.col(c)).alias(c) for c in values],
     )
-    if not values:
-        return numbered
+    if not values:  # no column at all: every row is blank, or malformed
+        return numbered.filter(pl.col(LOAD_ERROR).is_not_null())
     # a blank row is blank in its first column: only those few rows are looked at whole
     maybe = numbered.select(pl.arg_where(_blank(values[0]))).to_series()
     if maybe.is_empty():

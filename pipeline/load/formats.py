@@ -28,13 +28,12 @@ _LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' floa
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 
 
-def parse_csv(header: bytes, records: bytes, sep: str, path: Path) -> pl.DataFrame:
-    """A header line and the records after it (no trailing line break) as text columns,
-    one row per record, ``_loadError`` saying what is wrong with a malformed one."""
-    lines = (
-        (header, records, EOF_MARK.encode(), b"") if records else (header, EOF_MARK.encode(), b"")
-    )
-    data = b"\n".join(lines)  # one copy of the piece
+def parse_csv(header: bytes, records: bytes | None, sep: str, path: Path) -> pl.DataFrame:
+    """A header line and the records after it (no trailing line break; ``b""`` is one blank
+    line, None none at all) as text columns, one row per record, ``_loadError`` saying what
+    is wrong with a malformed one."""
+    tail = (EOF_MARK.encode(), b"")
+    data = b"\n".join((header, *([] if records is None else [records]), *tail))  # one copy
     try:
         frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
         errors: list[str | None] = [None] * frame.height
@@ -111,14 +110,16 @@ def _with_load_errors(frame: pl.DataFrame, errors: list[str | None] | None = Non
     and ``_loadError``: why each row is malformed (null if it isn't)."""
     frame = frame.drop(SOURCE_ROW, LOAD_ERROR, strict=False)
     errors = [None] * frame.height if errors is None else errors
-    return frame.with_columns(pl.Series(LOAD_ERROR, errors, dtype=pl.String))
+    loaded = pl.Series(LOAD_ERROR, errors, dtype=pl.String)
+    return frame.with_columns(loaded) if frame.width else loaded.to_frame()  # blank lines only
 
 
 def parse_ndjson(data: bytes) -> pl.DataFrame:
-    """Lines (no trailing line break), one row each. Polars reads them unless there are blank
-    lines (polars would not number them) or a number polars would round (more than 15
-    digits); then Python reads them line by line."""
-    if not (_BLANK_LINE.search(data) or _LONG_NUMBER.search(data)):
+    """Lines (no trailing line break: one at the end is a blank last line), one row each.
+    Polars reads them unless there are blank lines (polars would not number them) or a number
+    polars would round (more than 15 digits); then Python reads them line by line."""
+    blank_lines = not data or data.endswith(b"\n") or _BLANK_LINE.search(data)
+    if not (blank_lines or _LONG_NUMBER.search(data)):
         try:
             names = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None).columns
             frame = pl.read_ndjson(io.BytesIO(data), schema=dict.fromkeys(names, pl.String))

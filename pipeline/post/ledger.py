@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from decimal import Context, Decimal
+from decimal import MAX_PREC, Context, Decimal
 
 import polars as pl
 
@@ -19,7 +19,7 @@ from pipeline.load import SOURCE_ROW
 from pipeline.validate import RAW
 
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
-EXACT = Context(prec=100)  # sums of amounts of up to 15 digits at any scale, never rounded
+EXACT = Context(prec=MAX_PREC)  # sums as long as their digits need: never rounded
 REFUSED_SCHEMA = {
     SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String, "idempotencyKey": pl.String,
     **dict.fromkeys(FIELDS, pl.String),

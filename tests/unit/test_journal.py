@@ -7,6 +7,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -424,3 +426,27 @@ def test_batches_planned_together_are_all_or_nothing(journal: Journal, path: Pat
         journal.plan_batches(ID, [(5, "key-5", 3, "sha-5"), (2, "changed", 2, "sha-2")])
     assert sql(path, "SELECT count(*) FROM batches WHERE seq = 5") == [(0,)]
     assert sql(path, "SELECT batches FROM imports") == [(4,)]
+
+
+def test_the_heartbeat_goes_on_after_a_failed_beat(
+    journal: Journal, path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """A beat that fails (the database busy) is retried at the next beat: the hold stays fresh,
+    or after STALE_AFTER_S another host would take a live run for dead."""
+    monkeypatch.setattr("pipeline.journal.BEAT_EVERY_S", 0.02)
+    real = journal._write
+    failures = iter([True])
+
+    def flaky():  # the first beat fails, as a locked database would
+        if threading.current_thread().name.startswith("journal-beat") and next(failures, False):
+            raise JournalError("database is locked")
+        return real()
+
+    monkeypatch.setattr(journal, "_write", flaky)
+    journal.acquire(ID)
+    clock.now += 100.0
+    deadline = time.monotonic() + 5
+    while sql(path, "SELECT holder_beat FROM imports")[0][0] != clock.now:
+        assert time.monotonic() < deadline, "the heartbeat stopped after one failure"
+        time.sleep(0.02)
+    journal.release(ID)

@@ -498,27 +498,45 @@ def test_any_text_written_by_csv_round_trips(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    rows=st.lists(st.lists(CELL, min_size=5, max_size=5), max_size=12),
+    rows=st.lists(st.none() | st.lists(CELL, min_size=5, max_size=5), max_size=12),
     chunk=st.integers(min_value=1, max_value=120),
     ndjson=st.booleans(),
 )
 def test_reading_in_small_pieces_gives_the_same_rows(
-    tmp_path: Path, rows: list[list[str]], chunk: int, ndjson: bool
+    tmp_path: Path, rows: list[list[str] | None], chunk: int, ndjson: bool
 ) -> None:
-    """Streamed in pieces of a few bytes, a file gives the same rows and numbers as whole."""
-    if ndjson:
-        text = "".join(json.dumps(dict(zip(HEADER, r, strict=True))) + "\n" for r in rows)
-        path = write(tmp_path / "in.ndjson", text or "\n")
-    else:
-        out = io.StringIO(newline="")
-        csv.writer(out).writerows([HEADER, *rows])
-        path = write(tmp_path / "in.csv", out.getvalue())
-    if ndjson and not rows:
-        return  # an empty NDJSON file is refused whole, in pieces or not
+    """Streamed in pieces of a few bytes, a file gives the same rows and numbers as whole,
+    blank lines (None) anywhere included."""
+    lines = []
+    for r in rows:
+        if r is None:
+            lines.append("\n")
+        elif ndjson:
+            lines.append(json.dumps(dict(zip(HEADER, r, strict=True))) + "\n")
+        else:
+            out = io.StringIO(newline="")
+            csv.writer(out, lineterminator="\n").writerow(r)
+            lines.append(out.getvalue())
+    if ndjson and not any(rows):
+        return  # no JSON object at all: refused whole, in pieces or not
+    header = "" if ndjson else ",".join(HEADER) + "\n"
+    path = write(tmp_path / ("in.ndjson" if ndjson else "in.csv"), header + "".join(lines))
     with open_source(path) as source:
         whole = pl.concat(read_chunks(source))
         pieces = pl.concat(read_chunks(source, chunk_bytes=chunk))
     assert pieces.rows() == whole.rows()
+
+
+def test_a_piece_that_is_one_blank_line_keeps_the_numbering(tmp_path: Path) -> None:
+    """A blank line then a record longer than the first piece: the blank line still counts."""
+    long = ",".join([GUID, "1", "1", "s", "x" * 300_000])
+    path = write(
+        tmp_path / "in.csv", ",".join(HEADER) + "\n\n" + long + "\n" + GUID + ",bad,1,s,d\n"
+    )
+    with open_source(path) as source:
+        for chunk in (8 << 20, 1 << 20, 1000):
+            numbers = pl.concat(read_chunks(source, chunk_bytes=chunk))["sourceRow"].to_list()
+            assert numbers == [2, 3]
 
 
 @pytest.mark.parametrize("shift", range(4))

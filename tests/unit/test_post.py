@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import httpx
 import polars as pl
@@ -12,6 +13,7 @@ from pipeline.config import RetryConfig
 from pipeline.engage import EngageClient, PostResult
 from pipeline.match import match_not_accepted
 from pipeline.post import post
+from pipeline.post.ledger import Ledger
 from tests.unit.test_chunk import valid_rows
 
 OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
@@ -124,20 +126,13 @@ def test_a_refused_key_stops_before_the_next_batch():
     assert posted.outcomes.height == 20
 
 
-def test_prefetched_keeps_order_and_raises_the_producers_error_in_place():
-    """Items come in order from the producer thread; its error is raised after them."""
-    from pipeline.ahead import prefetched
-
-    def produce():
-        yield from range(100)
-        raise ValueError("piece 3 is broken")
-
-    got: list[int] = []
-    try:
-        for item in prefetched(produce(), 8):
-            got.append(item)
-    except ValueError as exc:
-        assert "piece 3" in str(exc)
-    else:
-        raise AssertionError("the producer's error was swallowed")
-    assert got == list(range(100))
+def test_accepted_points_are_summed_exactly_at_any_scale():
+    """A tiny amount next to a big one is not rounded away in the summary's points."""
+    tiny = "0." + "0" * 150 + "1"
+    rows = valid_rows(
+        3, amount=["123456789012345", tiny, "0.000000000000001"], definitionId=[1, 1, 1]
+    )
+    ledger = Ledger()
+    ledger.settle(rows, "k", None, None)
+    assert ledger.points[1] == Decimal("123456789012345." + "0" * 14 + "1" + "0" * 135 + "1")
+    assert ledger.accepted == 3

@@ -71,6 +71,7 @@ def _date(draw: st.DrawFn) -> str:
                 day,
                 f"{day[:8]}30",  # the 30th: not every month has one
                 f"{day}T24:00:00{offset}",
+                f"{day}T{clock[:6]}60{offset}",  # a leap second: polars alone would roll it over
                 f"{day}T{clock}+01:00",
             ]
         )
