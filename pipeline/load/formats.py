@@ -22,8 +22,9 @@ LOAD_ERROR = "_loadError"
 DELIMITERS = (",", ";", "\t", "|")
 BLANK = " \t\r\n"  # what a blank line, or a line of only delimiters, holds
 EOF_MARK = "\u2403"  # appended to CSV text as a last line: a quote never closed swallows it
+NO_VALUES = "the line is a JSON object with no values"
 UNCLOSED_QUOTE = "a quote opened in this row is never closed: the rest of the file was read into it"
-_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r]*\n")
+_BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r]*(?:\n|\Z)")  # the last line too
 _LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' float would round
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 
@@ -118,15 +119,21 @@ def parse_ndjson(data: bytes) -> pl.DataFrame:
     """Lines (no trailing line break: one at the end is a blank last line), one row each.
     Polars reads them unless there are blank lines (polars would not number them) or a number
     polars would round (more than 15 digits); then Python reads them line by line."""
-    blank_lines = not data or data.endswith(b"\n") or _BLANK_LINE.search(data)
-    if not (blank_lines or _LONG_NUMBER.search(data)):
+    if not (_BLANK_LINE.search(data) or _LONG_NUMBER.search(data)):
         try:
             names = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None).columns
             frame = pl.read_ndjson(io.BytesIO(data), schema=dict.fromkeys(names, pl.String))
-            return _with_load_errors(frame)
         except pl.exceptions.PolarsError:
-            pass
+            return _read_ndjson_tolerant(data)
+        empty = pl.all_horizontal(_no_value(c) for c in frame.columns) if frame.width else True
+        return _with_load_errors(frame).with_columns(
+            pl.when(empty).then(pl.lit(NO_VALUES)).alias(LOAD_ERROR)  # an object, not a blank
+        )
     return _read_ndjson_tolerant(data)
+
+
+def _no_value(column: str) -> pl.Expr:
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars(BLANK) == "")
 
 
 def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
@@ -140,10 +147,14 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
                 value = json.loads(line, parse_float=Decimal)
             except ValueError:
                 value = None
-        records.append(
-            {k: _scalar_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
-        )
-        errors.append(None if isinstance(value, dict) else "line is not a JSON object")
+        record = {k: _scalar_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
+        records.append(record)
+        blank = not any((v or "").strip(BLANK) for v in record.values())
+        errors.append(
+            "line is not a JSON object" if not isinstance(value, dict)
+            else NO_VALUES if line.strip() and blank
+            else None
+        )  # fmt: skip
     keys = list(dict.fromkeys(k for r in records for k in r))
     frame = pl.DataFrame(
         {k: [r.get(k) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String)

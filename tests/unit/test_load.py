@@ -498,26 +498,29 @@ def test_any_text_written_by_csv_round_trips(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    rows=st.lists(st.none() | st.lists(CELL, min_size=5, max_size=5), max_size=12),
+    rows=st.lists(
+        st.sampled_from(["\n", "  \n", "\r\n", " \t\r\n"]) | st.lists(CELL, min_size=5, max_size=5),
+        max_size=12,
+    ),
     chunk=st.integers(min_value=1, max_value=120),
     ndjson=st.booleans(),
 )
 def test_reading_in_small_pieces_gives_the_same_rows(
-    tmp_path: Path, rows: list[list[str] | None], chunk: int, ndjson: bool
+    tmp_path: Path, rows: list[list[str] | str], chunk: int, ndjson: bool
 ) -> None:
     """Streamed in pieces of a few bytes, a file gives the same rows and numbers as whole,
-    blank lines (None) anywhere included."""
+    blank lines (of spaces, CRLF) anywhere included."""
     lines = []
     for r in rows:
-        if r is None:
-            lines.append("\n")
+        if isinstance(r, str):
+            lines.append(r)
         elif ndjson:
             lines.append(json.dumps(dict(zip(HEADER, r, strict=True))) + "\n")
         else:
             out = io.StringIO(newline="")
             csv.writer(out, lineterminator="\n").writerow(r)
             lines.append(out.getvalue())
-    if ndjson and not any(rows):
+    if ndjson and all(isinstance(r, str) for r in rows):
         return  # no JSON object at all: refused whole, in pieces or not
     header = "" if ndjson else ",".join(HEADER) + "\n"
     path = write(tmp_path / ("in.ndjson" if ndjson else "in.csv"), header + "".join(lines))
@@ -555,3 +558,16 @@ def test_utf8_is_checked_across_blocks(
         load(bad)
     with pytest.raises(InputError, match="not UTF-8"):
         load(write(tmp_path / "cut.csv", head + row + "ö".encode()[:1]))
+
+
+def test_an_ndjson_object_with_no_values_is_a_rejected_row_not_a_blank_line(tmp_path: Path) -> None:
+    """``{}`` or all-null values: a row that says so (rejected later), never dropped unseen."""
+    good = json.dumps(dict(zip(HEADER, ROW, strict=True)))
+    path = write(tmp_path / "in.ndjson", f'{good}\n{{}}\n\n{{"contactId": null}}\n{good}\n')
+    frame = load(path).frame
+    assert frame.select("sourceRow", "_loadError").rows() == [
+        (1, None),
+        (2, "the line is a JSON object with no values"),
+        (4, "the line is a JSON object with no values"),
+        (5, None),
+    ]
