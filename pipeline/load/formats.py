@@ -144,7 +144,7 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
         value: object = {}
         if line.strip():
             try:
-                value = json.loads(line, parse_float=Decimal)
+                value = json.loads(line, parse_float=Decimal, object_pairs_hook=_first_wins)
             except ValueError:
                 value = None
         record = {k: _scalar_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
@@ -160,6 +160,14 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
         {k: [r.get(k) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String)
     )
     return _with_load_errors(frame, errors)
+
+
+def _first_wins(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A key given twice keeps its first value, as polars reads it."""
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        found.setdefault(key, value)
+    return found
 
 
 def _scalar_text(value: object) -> str | None:
