@@ -575,6 +575,7 @@ def test_an_ndjson_object_with_no_values_is_a_rejected_row_not_a_blank_line(tmp_
 
 @pytest.mark.parametrize("blank", ["", "\n"])  # without and with a blank line: both readers
 def test_an_ndjson_key_given_twice_keeps_its_first_value(tmp_path: Path, blank: str) -> None:
-    line = '{"contactId": "%s", "amount": "1", "amount": "2", "definitionId": "3", "source": "s", "description": "d"}\n'
-    path = write(tmp_path / "in.ndjson", line % GUID + blank + line % GUID)
+    rest = '"definitionId": "3", "source": "s", "description": "d"'
+    line = f'{{"contactId": "{GUID}", "amount": "1", "amount": "2", {rest}}}\n'
+    path = write(tmp_path / "in.ndjson", line + blank + line)
     assert load(path).frame["amount"].to_list() == ["1", "1"]
