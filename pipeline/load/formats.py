@@ -37,7 +37,7 @@ def parse_csv(header: bytes, records: bytes | None, sep: str, path: Path) -> pl.
     data = b"\n".join((header, *([] if records is None else [records]), *tail))  # one copy
     try:
         frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
-        errors: list[str | None] = [None] * frame.height
+        errors: list[str | None] | None = None  # none: no list of a row each to build
     except (pl.exceptions.PolarsError, OSError):
         frame, errors = _read_csv_tolerant(data.decode("utf-8"), sep, path)
     return _with_load_errors(*_end_of_file(frame, errors))
@@ -93,15 +93,16 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def _end_of_file(
-    frame: pl.DataFrame, errors: list[str | None]
-) -> tuple[pl.DataFrame, list[str | None]]:
+    frame: pl.DataFrame, errors: list[str | None] | None
+) -> tuple[pl.DataFrame, list[str | None] | None]:
     """Drop the end-of-file mark's row; if a value swallowed the mark, a quote was never closed."""
     swallowed = "\n" + EOF_MARK + "\n"
     frame = frame.rename(lambda name: name.removesuffix(swallowed))
     if frame.height and frame.row(-1)[0] == EOF_MARK:
-        return frame.head(-1), errors[:-1]
+        return frame.head(-1), None if errors is None else errors[:-1]
     if frame.height:
         frame = frame.with_columns(pl.all().str.strip_suffix(swallowed))
+        errors = [None] * frame.height if errors is None else errors
         errors[-1] = "; ".join(filter(None, [errors[-1], UNCLOSED_QUOTE]))
     return frame, errors
 
@@ -110,8 +111,11 @@ def _with_load_errors(frame: pl.DataFrame, errors: list[str | None] | None = Non
     """The input's columns, except any named like ours (a rejects report has ``sourceRow``),
     and ``_loadError``: why each row is malformed (null if it isn't)."""
     frame = frame.drop(SOURCE_ROW, LOAD_ERROR, strict=False)
-    errors = [None] * frame.height if errors is None else errors
-    loaded = pl.Series(LOAD_ERROR, errors, dtype=pl.String)
+    loaded = (
+        pl.repeat(None, frame.height, dtype=pl.String, eager=True).alias(LOAD_ERROR)
+        if errors is None
+        else pl.Series(LOAD_ERROR, errors, dtype=pl.String)
+    )
     return frame.with_columns(loaded) if frame.width else loaded.to_frame()  # blank lines only
 
 

@@ -60,11 +60,7 @@ def _fast(frame: pl.DataFrame, tz: str) -> list[pl.Expr]:
         .alias("_definitionId"),
     ]
     for field in DATE_FIELDS:
-        if _repeats(frame[field]):
-            exprs += _distinct_dates(frame, field, tz)
-        else:
-            at = _fast_instant(pl.col(field), tz)
-            exprs += [at.alias(f"_{field}"), at.dt.strftime(OUT_FORMAT).alias(f"_{field}_out")]
+        exprs += _dates(frame, field, tz, _fast_instant(pl.col(field), tz))
     return exprs
 
 
@@ -77,7 +73,11 @@ def _full(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
             contact.str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase().alias("_contactId"),
             _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
             _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
-            *[expr for f in DATE_FIELDS for expr in _dates(frame, f, tz)],
+            *[
+                expr
+                for f in DATE_FIELDS
+                for expr in _dates(frame, f, tz, _instant(pl.col(f).str.strip_chars(), tz))
+            ],
         )
         .collect()
     )
@@ -89,11 +89,11 @@ def _repeats(column: pl.Series) -> bool:
     return head.null_count() == head.len() or head.n_unique() <= head.len() // 4
 
 
-def _dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
-    """``_<field>`` and ``_<field>_out``: by distinct value, or row by row if few repeat."""
+def _dates(frame: pl.DataFrame, field: str, tz: str, at: pl.Expr) -> list[pl.Expr]:
+    """``_<field>`` and ``_<field>_out``: by distinct value (full parser), or row by row by
+    ``at`` if few repeat."""
     if _repeats(frame[field]):
         return _distinct_dates(frame, field, tz)
-    at = _instant(pl.col(field).str.strip_chars(), tz)
     return [at.alias(f"_{field}"), at.dt.strftime(OUT_FORMAT).alias(f"_{field}_out")]
 
 
