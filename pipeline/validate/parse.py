@@ -36,6 +36,7 @@ SAMPLE = 1000  # rows looked at to tell a column of few distinct dates
 def prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """``frame`` with the helper columns added."""
     fast = frame.lazy().with_columns(*_fast(frame, tz)).collect()  # lazy: columns in parallel
+    fast = _formatted(fast)
     unread = pl.any_horizontal(pl.col(f).is_not_null() & pl.col(f"_{f}").is_null() for f in PARSED)
     redo = fast.select(pl.arg_where(unread)).to_series()
     if redo.is_empty():
@@ -60,8 +61,19 @@ def _fast(frame: pl.DataFrame, tz: str) -> list[pl.Expr]:
         .alias("_definitionId"),
     ]
     for field in DATE_FIELDS:
-        exprs += _dates(frame, field, tz, _fast_instant(pl.col(field), tz))
+        exprs += _dates(frame, field, tz, *_fast_instant(pl.col(field), tz))
     return exprs
+
+
+def _formatted(fast: pl.DataFrame) -> pl.DataFrame:
+    """The fast path's dates not sent as written (another offset than the zone's) formatted."""
+    for field in DATE_FIELDS:
+        at, out = fast[f"_{field}"], fast[f"_{field}_out"]
+        rows = (at.is_not_null() & out.is_null()).arg_true()
+        if len(rows):
+            formatted = at.gather(rows).dt.strftime(OUT_FORMAT)
+            fast = fast.with_columns(out.scatter(rows, formatted))
+    return fast
 
 
 def _full(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
@@ -89,12 +101,15 @@ def _repeats(column: pl.Series) -> bool:
     return head.null_count() == head.len() or head.n_unique() <= head.len() // 4
 
 
-def _dates(frame: pl.DataFrame, field: str, tz: str, at: pl.Expr) -> list[pl.Expr]:
+def _dates(
+    frame: pl.DataFrame, field: str, tz: str, at: pl.Expr, out: pl.Expr | None = None
+) -> list[pl.Expr]:
     """``_<field>`` and ``_<field>_out``: by distinct value (full parser), or row by row by
-    ``at`` if few repeat."""
+    ``at`` (and ``out``, else ``at`` formatted) if few repeat."""
     if _repeats(frame[field]):
         return _distinct_dates(frame, field, tz)
-    return [at.alias(f"_{field}"), at.dt.strftime(OUT_FORMAT).alias(f"_{field}_out")]
+    out = at.dt.strftime(OUT_FORMAT) if out is None else out
+    return [at.alias(f"_{field}"), out.alias(f"_{field}_out")]
 
 
 def _distinct_dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
@@ -115,9 +130,11 @@ def _distinct_dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
     ]
 
 
-def _fast_instant(s: pl.Expr, tz: str) -> pl.Expr:
-    """A date-time to the second with Z or ±HH:MM as an instant in ``tz``; null for any other
-    text (the full parser reads it; a column of dates goes by its few distinct values)."""
+def _fast_instant(s: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
+    """A date-time to the second with Z or ±HH:MM as an instant in ``tz``, null for any other
+    text (the full parser reads it; a column of dates goes by its few distinct values); and
+    the text itself where it is what would be sent (its offset is the zone's then), else null
+    (``prepare`` formats those few)."""
     naive = s.str.slice(0, 19).str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us")
     offset = s.str.slice(19)
     minutes = offset.str.slice(1, 2).cast(pl.Int64, strict=False) * 60 + offset.str.slice(
@@ -130,8 +147,11 @@ def _fast_instant(s: pl.Expr, tz: str) -> pl.Expr:
         .then(-minutes)
         .otherwise(minutes)
     )
-    at = (naive - pl.duration(minutes=minutes)).dt.replace_time_zone("UTC")
-    return pl.when(s.str.contains(FAST_DATE_TIME)).then(at.dt.convert_time_zone(tz))
+    utc = (naive - pl.duration(minutes=minutes)).dt.replace_time_zone("UTC")
+    at = pl.when(s.str.contains(FAST_DATE_TIME)).then(utc.dt.convert_time_zone(tz))
+    zone = (at.dt.base_utc_offset() + at.dt.dst_offset()).dt.total_seconds()
+    as_sent = (zone == minutes * 60) & ~offset.is_in(["Z", "-00:00"])  # as %:z writes it
+    return at, pl.when(as_sent).then(s)
 
 
 def _canonical_amount(s: pl.Expr) -> pl.Expr:

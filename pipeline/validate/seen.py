@@ -19,10 +19,9 @@ class Seen:
         found = pl.repeat(None, len(hashes), dtype=pl.Int64, eager=True)
         for run in self.runs:
             at = run["_h"].search_sorted(hashes).clip(0, run.height - 1)
-            hit = run["_h"].gather(at) == hashes
-            found = found.fill_null(
-                pl.select(pl.when(hit).then(run["first"].gather(at).cast(pl.Int64))).to_series()
-            )
+            hits = (run["_h"].gather(at) == hashes).arg_true()  # few: only they are gathered
+            if len(hits):
+                found = found.scatter(hits, run["first"].gather(at.gather(hits)))
         return found
 
     def add(self, hashes: pl.Series, rows: pl.Series, ordered: bool = False) -> None:
@@ -36,19 +35,20 @@ class Seen:
         self.runs.append(run)
 
     def mark(self, hashes: pl.Series, rows: pl.Series) -> pl.Series:
-        """For each row (``hashes`` of what is sent, ``rows`` its row numbers), the earlier
-        row it repeats, else null; the rows not seen before are added."""
+        """For each row (``hashes`` of what is sent, ``rows`` its row numbers, increasing),
+        the earlier row it repeats, else null; the rows not seen before are added."""
         by_hash = pl.DataFrame(
             {"h": hashes, "row": rows, "at": pl.int_range(len(rows), eager=True)}
-        )
-        by_hash = by_hash.sort("h", "row")  # equal rows side by side, the first first
-        new = pl.col("h") != pl.col("h").shift(1)
+        ).sort("h", maintain_order=True)  # equal rows side by side, the first first
+        new = (pl.col("h") != pl.col("h").shift(1)).fill_null(True)
         marked = by_hash.with_columns(
             self.first_rows(by_hash["h"]).alias("earlier"),
-            pl.when(new.fill_null(True)).then(pl.col("row")).forward_fill().alias("in_piece"),
+            pl.when(new).then(pl.col("row")).forward_fill().alias("in_piece"),
+            new.alias("new"),
         )
-        fresh = marked.filter(pl.col("earlier").is_null() & (pl.col("in_piece") == pl.col("row")))
+        fresh = marked.filter(pl.col("earlier").is_null() & pl.col("new"))
         self.add(fresh["h"], fresh["row"], ordered=True)
         first = pl.coalesce("earlier", "in_piece")
-        repeats = marked.select("at", pl.when(first != pl.col("row")).then(first).alias("first"))
-        return repeats.sort("at")["first"]
+        repeats = marked.filter(first != pl.col("row")).select("at", first.alias("first"))
+        found = pl.repeat(None, len(rows), dtype=pl.Int64, eager=True)
+        return found.scatter(repeats["at"], repeats["first"]) if repeats.height else found

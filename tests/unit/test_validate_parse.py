@@ -8,13 +8,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from pipeline.validate.parse import PARSED, _full, prepare
 
-ZONES = ["UTC", "Europe/Stockholm", "America/Santiago", "Asia/Kolkata"]
+ZONES = ["UTC", "Europe/Stockholm", "America/Santiago", "Asia/Kolkata", "Africa/Monrovia"]
 HEX = "0123456789abcdef"
 
 
@@ -52,12 +53,16 @@ def _definition(draw: st.DrawFn) -> str:
 
 
 def _date(draw: st.DrawFn) -> str:
-    at = datetime(2020, 1, 1) + timedelta(seconds=draw(st.integers(0, 10 * 365 * 86400)))
+    base = draw(st.sampled_from([datetime(2020, 1, 1), datetime(1970, 1, 1)]))  # then: odd offsets
+    at = base + timedelta(seconds=draw(st.integers(0, 10 * 365 * 86400)))
     micro = draw(st.sampled_from([0, 500000, 123456]))
     at = at.replace(microsecond=micro)
     offset = draw(
         st.sampled_from(
-            ["", "Z", "z", "+01:00", "-05:30", "+0200", "+02", "+14:00", "+19:00", "+25:00"]
+            [
+                *["", "Z", "z", "+01:00", "+02:00", "-05:30", "+05:30", "-03:00", "-04:00"],
+                *["+00:00", "-00:00", "-00:45", "+0200", "+02", "+14:00", "+19:00", "+25:00"],
+            ]
         )
     )
     day, clock = at.strftime("%Y-%m-%d"), at.strftime("%H:%M:%S")
@@ -126,3 +131,21 @@ def test_common_shapes_need_no_full_parse() -> None:
     )
     unread = pl.any_horizontal(pl.col(f).is_not_null() & pl.col(f"_{f}").is_null() for f in PARSED)
     assert prepare(frame, "Europe/Stockholm").filter(unread).is_empty()
+
+
+@pytest.mark.parametrize(
+    ("text", "zone"),
+    [
+        ("2026-01-10T10:00:00+01:00", "Europe/Stockholm"),  # the zone's offset: sent as written
+        ("2026-07-10T10:00:00+01:00", "Europe/Stockholm"),  # summer: +02:00 is sent
+        ("2026-07-10T10:00:00Z", "UTC"),  # Z is sent as +00:00
+        ("2026-07-10T10:00:00-00:00", "UTC"),
+        ("1970-06-10T12:00:00-00:45", "Africa/Monrovia"),  # then -00:44:30, not -00:45
+    ],
+)
+def test_a_date_time_is_sent_as_written_only_if_that_is_how_it_is_formatted(
+    text: str, zone: str
+) -> None:
+    frame = pl.DataFrame({name: [text if name == "timeStamp" else None] for name in PARSED})
+    frame = frame.cast(pl.String)
+    assert_frame_equal(prepare(frame, zone).select(_full(frame, zone).columns), _full(frame, zone))
