@@ -104,29 +104,40 @@ def chunk(valid: pl.DataFrame, size: int, import_id: str) -> Iterator[Batch]:
 
 
 def encode(valid: pl.DataFrame) -> pl.DataFrame:
-    """Add ``_json``: each row as the JSON object Engage gets; absent fields stay absent."""
+    """Add ``_json``: each row as the JSON object Engage gets; absent fields stay absent.
+    What a piece's columns hold decides the expression: a field absent from every row is
+    left out, one present in every row needs no null handling, text with nothing to escape
+    is not escaped."""
     parts: list[pl.Expr] = []
     for i, name in enumerate(FIELDS):
         lead = ("{" if i == 0 else ",") + f'"{name}":'
-        value = _value(name)
-        if name in REQUIRED_FIELDS:  # in every valid row
+        nulls = valid[name].null_count()
+        if nulls == valid.height and name not in REQUIRED_FIELDS:
+            continue
+        value = _value(name, name in FREE_TEXT and _escapes(valid[name]))
+        if name in REQUIRED_FIELDS or not nulls:  # in every row
             parts += [pl.lit(lead), value]
-        else:  # null when absent: left out whole
+        else:  # null where absent: left out whole
             parts.append(pl.concat_str(pl.lit(lead), value))
     return valid.with_columns(pl.concat_str([*parts, pl.lit("}")], ignore_nulls=True).alias(JSON))
 
 
-def _value(name: str) -> pl.Expr:
+def _value(name: str, escaped: bool) -> pl.Expr:
     col = pl.col(name)
     if name in ("amount", "definitionId"):  # numbers, already canonical text
         return col.cast(pl.String)
-    text = _escape(col) if name in FREE_TEXT else col
+    text = _escape(col) if escaped else col
     return pl.concat_str(pl.lit('"'), text, pl.lit('"'))
 
 
+def _escapes(text: pl.Series) -> bool:
+    """Whether any value holds a character JSON escapes (validation lets no other control
+    character through)."""
+    return bool(text.str.contains_any(list(ESCAPES)).any())
+
+
 def _escape(s: pl.Expr) -> pl.Expr:
-    """JSON string escaping, in one pass. Validation lets no control character through but
-    tab, CR and LF."""
+    """JSON string escaping, in one pass."""
     return s.str.replace_many(list(ESCAPES), list(ESCAPES.values()))
 
 

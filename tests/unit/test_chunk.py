@@ -94,6 +94,35 @@ def test_any_valid_text_survives_json_encoding(text):
     assert (row["description"], row["source"]) == (text, text)
 
 
+@settings(max_examples=50)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["POS", 'say "hi"', "a\\b", "line\nbreak", "tab\there"]),
+            st.sampled_from([None, "2026-01-01T10:00:00+01:00"]),
+            st.sampled_from([None, "2027-01-01T00:00:00+01:00"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_rows_json_does_not_depend_on_the_rows_around_it(rows):
+    """A piece's columns decide how it is encoded (a field absent from every row, text with
+    nothing to escape): each row's JSON is the same alone as among any others."""
+    frame = valid_rows(
+        len(rows),
+        description=[r[0] for r in rows],
+        timeStamp=[r[1] for r in rows],
+        validFrom=[r[2] for r in rows],
+    )
+    body = next(chunk(frame, 1000, "x")).body
+    alone = [next(chunk(frame.slice(i, 1), 1000, "x")).body[1:-1] for i in range(len(rows))]
+    assert body == b"[" + b",".join(alone) + b"]"
+    together = json.loads(body)
+    assert [row.get("validFrom") for row in together] == [r[2] for r in rows]
+    assert [row["description"] for row in together] == [r[0] for r in rows]
+
+
 def test_same_input_gives_same_keys_and_bodies_in_another_process():
     """Keys and bodies are byte-identical across processes (no hash seed, no clock)."""
     code = (
