@@ -8,7 +8,8 @@ import polars as pl
 
 class Seen:
     """Every valid row so far, as a 64-bit hash and its row number (not the rows): duplicates
-    are found across the pieces of a file of any length. Sorted runs, merged as they grow."""
+    are found across the pieces of a file of any length. Sorted runs, merged as they grow
+    (a run is merged into the one before it once that is at most 4 times its size)."""
 
     def __init__(self) -> None:
         self.runs: list[pl.DataFrame] = []  # each: _h (UInt64, sorted), first (UInt32): 12 B/row
@@ -30,7 +31,7 @@ class Seen:
             return
         run = pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)})
         run = run if ordered else run.sort("_h")
-        while self.runs and self.runs[-1].height <= 2 * run.height:
+        while self.runs and self.runs[-1].height <= 4 * run.height:
             run = self.runs.pop().merge_sorted(run, key="_h")  # no hash is in two runs
         self.runs.append(run)
 
