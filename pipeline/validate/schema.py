@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
-import pandera.polars as pa
 import polars as pl
-from pandera.api.polars.types import PolarsData
 
 from pipeline.engage import FIELDS
 from pipeline.load import LOAD_ERROR, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, GUID
+
+if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run needs no time for it
+    import pandera.polars as pa
+    from pandera.api.polars.types import PolarsData
 
 REASON = "reason"
 MALFORMED = "the row is malformed"  # stands for the row's _loadError
@@ -36,15 +39,25 @@ class Rules:
     definition_ids: frozenset[int] | None = None  # the tenant's, when known
 
 
+class Check(NamedTuple):
+    """A rule: a polars expression, true for the rows that pass, and what a failing row is told."""
+
+    expr: pl.Expr
+    error: str
+
+
 @cache
 def passes(rules: Rules) -> pl.Expr:
     """True for the rows that pass every check."""
-    return pl.all_horizontal([_expression(c).fill_null(False) for c in _checks(rules)])
+    checks = [c for checks in _columns(rules).values() for c in checks] + _frame_checks()
+    return pl.all_horizontal([c.expr.fill_null(False) for c in checks])
 
 
 def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     """``failing`` (prepared rows that failed a check) as sourceRow, FIELDS as in the input
     and every reason each failed, ``; ``-joined in field order."""
+    import pandera.polars as pa
+
     failing = failing.with_row_index("_i")
     found = pl.DataFrame(schema={"_i": pl.UInt32, REASON: pl.String})
     try:
@@ -54,11 +67,6 @@ def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     return failing.join(found, on="_i", how="left").select(
         SOURCE_ROW, *FIELDS, pl.col(REASON).fill_null("failed a rule")
     )
-
-
-def _checks(rules: Rules) -> list[pa.Check]:
-    schema = _schema(rules)
-    return [*schema.checks, *(c for col in schema.columns.values() for c in col.checks)]
 
 
 def _significant_digits(amount: pl.Expr) -> pl.Expr:
@@ -74,50 +82,35 @@ def _blank(field: str) -> pl.Expr:
     return pl.col(field).is_null() | (pl.col(field).str.strip_chars() == "")
 
 
-def _check(expr: pl.Expr, error: str) -> pa.Check:
-    """A pandera check from a polars expression that is true for the rows that pass."""
-
-    def run(data: PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(expr.fill_null(False))
-
-    run.polars_expr = expr  # type: ignore[attr-defined]  # for the one-pass fast path
-    return pa.Check(run, error=error, ignore_na=False)
+def _required(field: str) -> Check:
+    return Check(~_blank(field), f"{field} is required")
 
 
-def _expression(check: pa.Check) -> pl.Expr:
-    expr: pl.Expr = vars(check._check_fn)["polars_expr"]
-    return expr
-
-
-def _required(field: str) -> pa.Check:
-    return _check(~_blank(field), f"{field} is required")
-
-
-def _text_checks(field: str, max_length: int) -> list[pa.Check]:
+def _text_checks(field: str, max_length: int) -> list[Check]:
     s = pl.col(field)
     return [
         _required(field),
-        _check(
+        Check(
             _blank(field) | (s.str.len_chars() <= max_length),
             f"{field} is longer than {max_length} characters",
         ),
-        _check(_blank(field) | ~s.str.contains(CONTROL), f"{field} holds a control character"),
+        Check(_blank(field) | ~s.str.contains(CONTROL), f"{field} holds a control character"),
     ]
 
 
-def _date_checks(field: str) -> list[pa.Check]:
+def _date_checks(field: str) -> list[Check]:
     return [
-        _check(
+        Check(
             _blank(field) | pl.col(f"_{field}").is_not_null(),
             f"{field} must be {DATE_HINT}, existing in the configured time zone",
         )
     ]
 
 
-def _definition_checks(known: frozenset[int] | None) -> list[pa.Check]:
+def _definition_checks(known: frozenset[int] | None) -> list[Check]:
     checks = [
         _required("definitionId"),
-        _check(
+        Check(
             _blank("definitionId") | (pl.col("_definitionId") > 0),
             "definitionId must be a positive whole number",
         ),
@@ -125,7 +118,7 @@ def _definition_checks(known: frozenset[int] | None) -> list[pa.Check]:
     if known is not None:
         shown = ", ".join(str(i) for i in sorted(known)[:20]) or "none"
         checks.append(
-            _check(
+            Check(
                 pl.col("_definitionId").is_null()
                 | (pl.col("_definitionId") <= 0)
                 | pl.col("_definitionId").is_in(sorted(known)),
@@ -136,23 +129,24 @@ def _definition_checks(known: frozenset[int] | None) -> list[pa.Check]:
 
 
 @cache
-def _schema(rules: Rules) -> pa.DataFrameSchema:
+def _columns(rules: Rules) -> dict[str, list[Check]]:
+    """Each field's checks, in the order a failing row is told them."""
     amount = pl.col("_amount")
-    columns = {
+    return {
         "contactId": [
             _required("contactId"),
-            _check(
+            Check(
                 _blank("contactId") | pl.col("_contactId").str.contains(GUID),
                 "contactId must be a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
             ),
         ],
         "amount": [
             _required("amount"),
-            _check(
+            Check(
                 _blank("amount") | amount.is_not_null(),
                 "amount must be a number like 12 or -3.5 (a '.' for decimals)",
             ),
-            _check(
+            Check(
                 amount.is_null() | (_significant_digits(amount) <= MAX_DIGITS),
                 f"amount has more than {MAX_DIGITS} significant digits",
             ),
@@ -162,20 +156,37 @@ def _schema(rules: Rules) -> pa.DataFrameSchema:
         "description": _text_checks("description", rules.max_description_length),
         **{f: _date_checks(f) for f in DATE_FIELDS},
     }
+
+
+def _frame_checks() -> list[Check]:
     window = (
         pl.col("_validFrom").is_null()
         | pl.col("_validTo").is_null()
         | (pl.col("_validTo") > pl.col("_validFrom"))
     )
+    return [
+        Check(window, "validTo must be after validFrom"),
+        Check(pl.col(LOAD_ERROR).is_null(), MALFORMED),
+    ]
+
+
+@cache
+def _schema(rules: Rules) -> pa.DataFrameSchema:
+    """The checks as a pandera schema (which says every check each row failed)."""
+    import pandera.polars as pa
+
+    def check(rule: Check) -> pa.Check:
+        def run(data: PolarsData) -> pl.LazyFrame:
+            return data.lazyframe.select(rule.expr.fill_null(False))
+
+        return pa.Check(run, error=rule.error, ignore_na=False)
+
     return pa.DataFrameSchema(
         {
-            name: pa.Column(pl.String, checks=checks, nullable=True)
-            for name, checks in columns.items()
+            name: pa.Column(pl.String, checks=[check(c) for c in checks], nullable=True)
+            for name, checks in _columns(rules).items()
         },
-        checks=[
-            _check(window, "validTo must be after validFrom"),
-            _check(pl.col(LOAD_ERROR).is_null(), MALFORMED),
-        ],
+        checks=[check(c) for c in _frame_checks()],
     )
 
 
