@@ -35,7 +35,14 @@ SAMPLE = 1000  # rows looked at to tell a column of few distinct dates
 
 def prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """``frame`` with the helper columns added."""
-    fast = frame.lazy().with_columns(*_fast(frame, tz)).collect()  # lazy: columns in parallel
+    helpers, offsets = _fast(frame, tz)
+    fast = (  # lazy: columns in parallel
+        frame.lazy()
+        .with_columns(helpers)
+        .with_columns(_as_written(name) for name in offsets)
+        .drop(offsets.values())
+        .collect()
+    )
     fast = _formatted(fast)
     unread = pl.any_horizontal(pl.col(f).is_not_null() & pl.col(f"_{f}").is_null() for f in PARSED)
     redo = fast.select(pl.arg_where(unread)).to_series()
@@ -45,7 +52,9 @@ def prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     return fast.with_columns(fast[name].scatter(redo, full[name]) for name in full.columns)
 
 
-def _fast(frame: pl.DataFrame, tz: str) -> list[pl.Expr]:
+def _fast(frame: pl.DataFrame, tz: str) -> tuple[list[pl.Expr], dict[str, str]]:
+    """The fast path's helper columns, and for the dates read row by row the column of each
+    one's offset in seconds (null for Z and -00:00, never written so) by field."""
     contact, amount, definition = (pl.col(f) for f in ("contactId", "amount", "definitionId"))
     has_point = amount.str.contains(".", literal=True)
     trimmed = (  # 12.50 -> 12.5, 3.00 -> 3
@@ -60,9 +69,22 @@ def _fast(frame: pl.DataFrame, tz: str) -> list[pl.Expr]:
         .then(definition.cast(pl.Int64, strict=False))
         .alias("_definitionId"),
     ]
+    offsets = {}
     for field in DATE_FIELDS:
-        exprs += _dates(frame, field, tz, *_fast_instant(pl.col(field), tz))
-    return exprs
+        if _repeats(frame[field]):
+            exprs += _distinct_dates(frame, field, tz)
+            continue
+        at, offsets[field] = _fast_instant(pl.col(field), tz), f"_{field}_offset"
+        exprs += [at.alias(f"_{field}"), _written_offset(pl.col(field)).alias(offsets[field])]
+    return exprs, offsets
+
+
+def _as_written(field: str) -> pl.Expr:
+    """``_<field>_out``: the text itself where it is what would be sent (its offset is the
+    zone's then), else null (``_formatted`` formats those)."""
+    at = pl.col(f"_{field}")
+    zone = (at.dt.base_utc_offset() + at.dt.dst_offset()).dt.total_seconds()
+    return pl.when(zone == pl.col(f"_{field}_offset")).then(pl.col(field)).alias(f"_{field}_out")
 
 
 def _formatted(fast: pl.DataFrame) -> pl.DataFrame:
@@ -101,15 +123,12 @@ def _repeats(column: pl.Series) -> bool:
     return head.null_count() == head.len() or head.n_unique() <= head.len() // 4
 
 
-def _dates(
-    frame: pl.DataFrame, field: str, tz: str, at: pl.Expr, out: pl.Expr | None = None
-) -> list[pl.Expr]:
+def _dates(frame: pl.DataFrame, field: str, tz: str, at: pl.Expr) -> list[pl.Expr]:
     """``_<field>`` and ``_<field>_out``: by distinct value (full parser), or row by row by
-    ``at`` (and ``out``, else ``at`` formatted) if few repeat."""
+    ``at`` if few repeat."""
     if _repeats(frame[field]):
         return _distinct_dates(frame, field, tz)
-    out = at.dt.strftime(OUT_FORMAT) if out is None else out
-    return [at.alias(f"_{field}"), out.alias(f"_{field}_out")]
+    return [at.alias(f"_{field}"), at.dt.strftime(OUT_FORMAT).alias(f"_{field}_out")]
 
 
 def _distinct_dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
@@ -130,28 +149,28 @@ def _distinct_dates(frame: pl.DataFrame, field: str, tz: str) -> list[pl.Expr]:
     ]
 
 
-def _fast_instant(s: pl.Expr, tz: str) -> tuple[pl.Expr, pl.Expr]:
+def _fast_instant(s: pl.Expr, tz: str) -> pl.Expr:
     """A date-time to the second with Z or ±HH:MM as an instant in ``tz``, null for any other
-    text (the full parser reads it; a column of dates goes by its few distinct values); and
-    the text itself where it is what would be sent (its offset is the zone's then), else null
-    (``prepare`` formats those few)."""
-    naive = s.str.slice(0, 19).str.to_datetime("%Y-%m-%dT%H:%M:%S", strict=False, time_unit="us")
-    offset = s.str.slice(19)
-    minutes = offset.str.slice(1, 2).cast(pl.Int64, strict=False) * 60 + offset.str.slice(
-        4, 2
-    ).cast(pl.Int64, strict=False)
-    minutes = (
-        pl.when(offset == "Z")
-        .then(0)
-        .when(offset.str.starts_with("-"))
-        .then(-minutes)
-        .otherwise(minutes)
+    text (the full parser reads it; a column of dates goes by its few distinct values)."""
+    naive = s.str.slice(0, 19).str.strptime(  # no cache: most values are distinct
+        pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S", strict=False, cache=False
     )
+    minutes = pl.when(s.str.ends_with("Z")).then(0).otherwise(_offset_seconds(s) // 60)
     utc = (naive - pl.duration(minutes=minutes)).dt.replace_time_zone("UTC")
-    at = pl.when(s.str.contains(FAST_DATE_TIME)).then(utc.dt.convert_time_zone(tz))
-    zone = (at.dt.base_utc_offset() + at.dt.dst_offset()).dt.total_seconds()
-    as_sent = (zone == minutes * 60) & ~offset.is_in(["Z", "-00:00"])  # as %:z writes it
-    return at, pl.when(as_sent).then(s)
+    return pl.when(s.str.contains(FAST_DATE_TIME)).then(utc.dt.convert_time_zone(tz))
+
+
+def _offset_seconds(s: pl.Expr) -> pl.Expr:
+    """Of a fast-path date-time's ±HH:MM offset (null for Z)."""
+    offset = s.str.slice(19)
+    hours, minutes = (offset.str.slice(at, 2).cast(pl.Int64, strict=False) for at in (1, 4))
+    seconds = (hours * 60 + minutes) * 60
+    return pl.when(offset.str.starts_with("-")).then(-seconds).otherwise(seconds)
+
+
+def _written_offset(s: pl.Expr) -> pl.Expr:
+    """The offset's seconds where ``%:z`` would write it as it is: not for Z or -00:00."""
+    return pl.when(s.str.slice(19) != "-00:00").then(_offset_seconds(s))
 
 
 def _canonical_amount(s: pl.Expr) -> pl.Expr:
