@@ -21,7 +21,7 @@ from pipeline.engage import FIELDS
 from pipeline.load import SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, prepare
 from pipeline.validate.schema import REASON, Rules, describe, passes
-from pipeline.validate.seen import Seen
+from pipeline.validate.seen import Probe, Seen
 
 __all__ = [
     "RAW",
@@ -54,6 +54,7 @@ class Checked:
     valid: pl.DataFrame  # as Validated.valid
     failing: pl.DataFrame  # the rows failing a rule, parsed: ``describe`` says why
     duplicates: pl.DataFrame  # as Validated.invalid
+    probe: Probe | None = None  # the valid rows searched in the duplicate index, if they were
 
 
 def validate(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Validated:
@@ -69,9 +70,10 @@ def check(frame: pl.DataFrame, rules: Rules, seen: Seen) -> Checked:
     return dedupe(screen(frame, rules), seen, rules)
 
 
-def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
+def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Checked:
     """Every rule as one pass; the passing rows encoded, with a hash of their JSON (equal
-    after normalising means equal JSON). Pieces can be screened in parallel."""
+    after normalising means equal JSON), searched in ``seen`` as it is now if given. Pieces
+    can be screened in parallel."""
     prepared = prepare(frame, rules.timezone).with_columns(passes(rules).alias("_ok"))
     normal = (
         prepared.lazy()
@@ -80,16 +82,20 @@ def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
     )
     valid = encode(normal.collect())
     failing = prepared.filter(~pl.col("_ok")).drop("_ok")
-    return Checked(valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH)), failing, _none())
+    valid = valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH))
+    if seen is None or rules.allow_duplicates:
+        return Checked(valid, failing, _none())
+    probe = seen.probe(valid[HASH], valid[SOURCE_ROW])
+    return Checked(valid.drop(HASH), failing, _none(), probe)
 
 
 def dedupe(screened: Checked, seen: Seen, rules: Rules) -> Checked:
     """The screened rows that repeat an earlier valid row, split off. Pieces in order."""
-    valid = screened.valid
+    valid = screened.valid.drop(HASH, strict=False)
     if rules.allow_duplicates or valid.is_empty():
-        return replace(screened, valid=valid.drop(HASH))
-    first = seen.mark(valid[HASH], valid[SOURCE_ROW])
-    marked = valid.drop(HASH).with_columns(first.alias("_first"))
+        return replace(screened, valid=valid, probe=None)
+    probe = screened.probe or seen.probe(screened.valid[HASH], valid[SOURCE_ROW])
+    marked = valid.with_columns(seen.mark(probe).alias("_first"))
     repeated = pl.col("_first").is_not_null()
     duplicates = marked.filter(repeated).select(
         SOURCE_ROW,
