@@ -22,6 +22,7 @@ import tenacity
 from pipeline import __version__
 from pipeline.config import RetryConfig
 from pipeline.errors import (
+    BatchInDoubtError,
     BatchRejectedError,
     FatalEngageError,
     TransientEngageError,
@@ -113,14 +114,39 @@ class EngageClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def post_transactions(self, body: bytes, key: str) -> PostResult:
-        """POST one batch (a JSON array) under ``key``, retrying what is worth retrying."""
+    def post_transactions(self, body: bytes, key: str, in_doubt: bool = False) -> PostResult:
+        """POST one batch (a JSON array) under ``key``, retrying what is worth retrying.
+
+        A 4xx after an attempt whose outcome is unknown (``in_doubt``: one of an earlier run)
+        may not be Engage's answer to the key (a gateway's, say) while that attempt was
+        applied: it is retried under the same key, and if it persists the batch is in doubt
+        (``BatchInDoubtError``), not refused. A 404 or 405 means a wrong base URL: fatal.
+        """
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        unknown = in_doubt
 
         def once() -> PostResult:
-            return _post_result(self._send("POST", TRANSACTIONS, content=body, headers=headers))
+            nonlocal unknown
+            try:
+                return _post_result(self._send("POST", TRANSACTIONS, content=body, headers=headers))
+            except BatchRejectedError as exc:
+                if exc.status in (404, 405):
+                    raise FatalEngageError(
+                        f"{exc}: Engage has no such endpoint; check the base URL",
+                        status=exc.status,
+                        body=exc.body,
+                    ) from exc
+                if unknown:
+                    raise _Doubtful(exc) from exc
+                raise
+            except TransientEngageError as exc:
+                unknown = unknown or exc.status != 429  # a 429 was not processed
+                raise
 
-        result, attempts = self._retrying(once, key=key)
+        try:
+            result, attempts = self._retrying(once, key=key)
+        except _Doubtful as exc:
+            raise BatchInDoubtError(str(exc), status=exc.status, body=exc.body) from exc
         return replace(result, attempts=attempts)
 
     def definition_ids(self) -> set[int]:
@@ -189,6 +215,14 @@ class EngageClient:
             self._limiter.throttled(_retry_after(response))
         elif response.status_code < 400:
             self._limiter.succeeded()
+
+
+class _Doubtful(TransientEngageError):
+    """A 4xx after an attempt whose outcome is unknown: retried under the same key."""
+
+    def __init__(self, refused: BatchRejectedError) -> None:
+        message = f"{refused} after an attempt whose outcome is unknown"
+        super().__init__(message, status=refused.status, body=refused.body)
 
 
 def _raise_for_status(response: httpx.Response, what: str) -> None:

@@ -7,7 +7,8 @@
     └── EngageError                talking to Engage went wrong
         ├── TransientEngageError   retryable: connection, timeout, 409, 429, 5xx
         ├── FatalEngageError       stops the run at once: 401, 403, unexpected answers
-        └── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
+        ├── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
+        └── BatchInDoubtError      a 4xx after an attempt whose outcome is unknown
 
 Rows that fail are not errors: they become rows of the rejects report.
 """
@@ -74,3 +75,9 @@ class FatalEngageError(EngageError):
 
 class BatchRejectedError(EngageError):
     """Engage refused this request as a whole; a smaller one may pass."""
+
+
+class BatchInDoubtError(EngageError):
+    """A batch refused (4xx) after an earlier attempt under its key had an unknown outcome
+    (a timeout, a 5xx, a dropped connection): that attempt may have been applied, so the
+    batch must not be split and sent again under new keys before Engage is asked (GET)."""

@@ -13,7 +13,7 @@ import structlog
 
 from pipeline.chunk import Batch, child_key
 from pipeline.engage import EngageClient
-from pipeline.errors import BatchRejectedError
+from pipeline.errors import BatchInDoubtError, BatchRejectedError
 from pipeline.journal import BatchRecord
 from pipeline.load import SOURCE_ROW
 from pipeline.match import match_not_accepted
@@ -119,12 +119,19 @@ class Poster:
         started = time.perf_counter()
         self.ledger.count_request()
         bound = log.bind(batch=batch.label, key=batch.key, rows=batch.rows.height)
+        record = self.resume.records.get((batch.seq, batch.part))
+        in_doubt = record is not None and record.state == "sending"  # an earlier run's try
+        first_sent = (record.first_sent_at if record else None) or self.resume.now()
         self.recorder.sending(batch)
         try:
-            result = self.client.post_transactions(batch.body, batch.key)
+            result = self.client.post_transactions(batch.body, batch.key, in_doubt)
         except BatchRejectedError as exc:
             bound.warning("batch refused", status=exc.status, latency_s=_since(started))
             self._refused(batch, exc)
+            return
+        except BatchInDoubtError as exc:  # not split: an earlier try may have been applied
+            bound.warning("batch refused while in doubt", status=exc.status, error=str(exc))
+            self._reconcile(batch, first_sent)
             return
         refused = [(row, "server", why) for row, why in match_not_accepted(batch.rows, result)]
         self.ledger.count_unmatched(len(result.not_accepted) - len(refused))

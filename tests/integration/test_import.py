@@ -116,6 +116,43 @@ def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):
     assert statuses[500] and statuses[429], "the faults must really have happened"
 
 
+def test_a_refusal_after_an_attempt_that_was_applied_sends_nothing_twice(
+    simulator, run_cli, tmp_path
+):
+    """Half the batches are applied and then answered 500; 30 % of requests get a 400 that
+    is not Engage's answer to the key. A 400 after an unknown outcome is retried under the
+    same key, then reconciled (GET), never split under new keys: no row lands twice, and
+    every row is either stored or in the rejects, not both."""
+    faults = {
+        "error_rates": {400: 0.3},
+        "apply_then_fail_rate": 0.5,
+        "apply_then_fail_mode": "500",
+        "seed": 4,
+    }
+    sim = simulator(faults=faults)
+    rows = [
+        {
+            "contactId": contact_id(i % 50 + 1),
+            "amount": str(i),
+            "definitionId": "1",
+            "source": "POS",
+            "description": f"row {i}",
+        }
+        for i in range(1, 601)
+    ]
+    write_csv(tmp_path / "in.csv", rows)
+    config = FAST_RETRY.replace("max_attempts = 30", "max_attempts = 3")
+    result = run_cli("run", "in.csv", "--batch-size", "50", sim=sim, config=config)
+    assert result.code in (0, 3), result.err
+    held = Counter(str(t["description"]) for t in stored(sim))
+    assert max(held.values()) == 1
+    rejected = {f"row {r['sourceRow']}" for r in result.rejects("in.rejects.csv")}
+    assert not rejected & set(held)
+    assert len(rejected) + len(held) == 600
+    statuses = Counter(r.status for r in sim.store.requests)
+    assert statuses[400] and statuses[500], "the faults must really have happened"
+
+
 def test_a_refused_batch_is_split_until_the_bad_row_is_found(simulator, run_cli, tmp_path):
     """A 400 for a batch with one bad row: only that row is rejected, the rest stored once."""
     sim = simulator(max_description_length=100)

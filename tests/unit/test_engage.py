@@ -9,7 +9,12 @@ import pytest
 
 from pipeline.config import RetryConfig
 from pipeline.engage import USER_AGENT, EngageClient
-from pipeline.errors import BatchRejectedError, FatalEngageError, TransientEngageError
+from pipeline.errors import (
+    BatchInDoubtError,
+    BatchRejectedError,
+    FatalEngageError,
+    TransientEngageError,
+)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
@@ -125,6 +130,49 @@ def test_other_4xx_refuse_the_batch_without_retry(status):
     with pytest.raises(BatchRejectedError) as info:
         client(handle).post_transactions(b"[]", "k")
     assert (info.value.status, info.value.body, len(seen)) == (status, "row 3 is bad", 1)
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_no_such_endpoint_is_fatal_not_a_refused_batch(status):
+    """A 404/405 on the POST means a wrong base URL: stop, don't split every batch to rows."""
+    handle, seen = answers(httpx.Response(status))
+    with pytest.raises(FatalEngageError, match="check the base URL"):
+        client(handle).post_transactions(b"[]", "k")
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    "unknown",
+    [httpx.Response(500), httpx.Response(409), httpx.ReadTimeout("slow")],
+    ids=["500", "409", "timeout"],
+)
+def test_a_4xx_after_an_unknown_outcome_is_retried_then_in_doubt_not_refused(unknown):
+    """The first try may have been applied: a later 400 (a gateway's?) must not split the
+    batch under new keys. It is retried under the same key; if it stays, the batch is in
+    doubt."""
+    handle, seen = answers(unknown, *[httpx.Response(400, text="bad")] * 3)
+    with pytest.raises(BatchInDoubtError) as info:
+        client(handle).post_transactions(b"[]", "k")
+    assert (info.value.status, len(seen)) == (400, 4)
+    assert {r.headers["idempotency-key"] for r in seen} == {"k"}
+
+
+def test_a_4xx_after_an_unknown_outcome_then_a_replay_is_a_success():
+    handle, _ = answers(httpx.Response(502), httpx.Response(400), httpx.Response(202, json=OK))
+    assert client(handle).post_transactions(b"[]", "k").attempts == 3
+
+
+def test_a_4xx_after_a_429_is_a_refusal():
+    """A 429 was not processed: the 400 after it is Engage's answer to the batch."""
+    handle, _ = answers(httpx.Response(429), httpx.Response(400))
+    with pytest.raises(BatchRejectedError):
+        client(handle).post_transactions(b"[]", "k")
+
+
+def test_a_batch_an_earlier_run_left_in_doubt_is_not_refused_on_a_4xx():
+    handle, _ = answers(*[httpx.Response(400)] * 4)
+    with pytest.raises(BatchInDoubtError):
+        client(handle).post_transactions(b"[]", "k", in_doubt=True)
 
 
 def test_a_success_without_json_is_retried():
