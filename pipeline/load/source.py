@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -90,21 +90,36 @@ def _read(raw: BinaryIO, path: Path, scan: _Scan) -> Path | None:
             scan.stored(block)
             scan.feed(block)
         return None
-    inflate = zlib.decompressobj(wbits=31)
     fd, name = tempfile.mkstemp(prefix="points-import-", suffix=".in")
     with os.fdopen(fd, "wb") as out:
         try:
-            for block in _blocks(raw, first):
-                scan.stored(block)
-                data = inflate.decompress(block)
-                scan.feed(data)
-                out.write(data)
-            if not inflate.eof:
-                raise zlib.error("the compressed data ends too early")
+            _inflate(_blocks(raw, first), scan, out)
         except zlib.error as exc:
             Path(name).unlink(missing_ok=True)
             raise InputError(f"{path} is a broken gzip file: {exc}") from None
     return Path(name)
+
+
+def _inflate(blocks: Iterator[bytes], scan: _Scan, out: BinaryIO) -> None:
+    """Every member of a gzip file (``cat a.gz b.gz``, pigz and bgzip make several), in turn;
+    zero bytes after the last are padding."""
+    inflate: Any = zlib.decompressobj(wbits=31)  # None between members
+    for block in blocks:
+        scan.stored(block)
+        data = block
+        while data:
+            if inflate is None:
+                if not data.strip(b"\0"):
+                    break
+                inflate = zlib.decompressobj(wbits=31)
+            text = inflate.decompress(data)
+            scan.feed(text)
+            out.write(text)
+            if not inflate.eof:
+                break
+            data, inflate = inflate.unused_data, None
+    if inflate is not None and not inflate.eof:
+        raise zlib.error("the compressed data ends too early")
 
 
 def _blocks(raw: BinaryIO, first: bytes) -> Iterator[bytes]:

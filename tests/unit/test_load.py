@@ -253,6 +253,18 @@ def test_gzip_of_each_format_reads_the_same(tmp_path: Path, fmt: str) -> None:
     assert got.frame["amount"].to_list() == ["10", "-2.5"]
 
 
+@pytest.mark.parametrize("padding", [b"", b"\0" * 512])
+def test_every_member_of_a_gzip_file_is_read(tmp_path: Path, padding: bytes) -> None:
+    """``cat a.gz b.gz`` (and pigz, bgzip) make a gzip of several members: all are read;
+    zero bytes after the last are padding."""
+    plain = _as("csv", tmp_path).read_bytes()
+    cut = plain.index(b"\n", plain.index(b"\n") + 1) + 1  # the header and the first row
+    packed = gzip.compress(plain[:cut]) + gzip.compress(plain[cut:]) + padding
+    loaded = load(write(tmp_path / "two.csv.gz", packed))
+    assert loaded.frame.equals(load(write(tmp_path / "plain.csv", plain)).frame)
+    assert loaded.frame.height == 2
+
+
 @pytest.mark.parametrize("fmt", ["csv", "ndjson", "parquet"])
 def test_format_is_detected_from_content_without_a_known_extension(
     tmp_path: Path, fmt: str
@@ -396,6 +408,7 @@ def test_ten_megabyte_field_loads(tmp_path: Path) -> None:
         ("garbage.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "looks binary"),
         ("latin1.csv", (",".join(HEADER) + "\nK\xf6p,1,3,s,d\n").encode("latin-1"), "not UTF-8"),
         ("broken.csv.gz", gzip.compress(b"contactId,amount\n")[:-6], "broken gzip"),
+        ("trailing.csv.gz", gzip.compress(b"contactId,amount\n1,2\n") + b"junk", "broken gzip"),
         ("in.parquet", b"contactId,amount\n", "not a readable Parquet file"),
         ("in.parquet", b"PAR1" + b"\x00" * 20 + b"PAR1", "not a readable Parquet file"),
     ],
