@@ -23,9 +23,11 @@ DELIMITERS = (",", ";", "\t", "|")
 BLANK = " \t\r\n"  # what a blank line, or a line of only delimiters, holds
 EOF_MARK = "\u2403"  # appended to CSV text as a last line: a quote never closed swallows it
 NO_VALUES = "the line is a JSON object with no values"
+UNPAIRED = "the line holds a \\u escape that is no character (an unpaired surrogate)"
 UNCLOSED_QUOTE = "a quote opened in this row is never closed: the rest of the file was read into it"
 _BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r]*(?:\n|\Z)")  # the last line too
 _LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' float would round
+_SURROGATE = re.compile(rb"\\[uU][dD][89abAB]")  # polars reads a lone one as NUL
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 
 
@@ -121,9 +123,10 @@ def _with_load_errors(frame: pl.DataFrame, errors: list[str | None] | None = Non
 
 def parse_ndjson(data: bytes) -> pl.DataFrame:
     """Lines (no trailing line break: one at the end is a blank last line), one row each.
-    Polars reads them unless there are blank lines (polars would not number them) or a number
-    polars would round (more than 15 digits); then Python reads them line by line."""
-    if not (_BLANK_LINE.search(data) or _LONG_NUMBER.search(data)):
+    Polars reads them unless there are blank lines (polars would not number them), a number
+    polars would round (more than 15 digits) or a surrogate escape (polars makes a lone one a
+    NUL); then Python reads them line by line."""
+    if not (_BLANK_LINE.search(data) or _LONG_NUMBER.search(data) or _SURROGATE.search(data)):
         try:
             names = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None).columns
             frame = pl.read_ndjson(io.BytesIO(data), schema=dict.fromkeys(names, pl.String))
@@ -149,13 +152,15 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
         if line.strip():
             try:
                 value = json.loads(line, parse_float=Decimal, object_pairs_hook=_first_wins)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                 value = None
         record = {k: _scalar_text(v) for k, v in value.items()} if isinstance(value, dict) else {}
-        records.append(record)
+        unpaired = not _is_text(record)
+        records.append({} if unpaired else record)
         blank = not any((v or "").strip(BLANK) for v in record.values())
         errors.append(
             "line is not a JSON object" if not isinstance(value, dict)
+            else UNPAIRED if unpaired
             else NO_VALUES if line.strip() and blank
             else None
         )  # fmt: skip
@@ -164,6 +169,15 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
         {k: [r.get(k) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String)
     )
     return _with_load_errors(frame, errors)
+
+
+def _is_text(record: dict[str, str | None]) -> bool:
+    """Whether every key and value is text (a \\u escape can make an unpaired surrogate)."""
+    try:
+        "".join([*record, *filter(None, record.values())]).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_wins(pairs: list[tuple[str, object]]) -> dict[str, object]:

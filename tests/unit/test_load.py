@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pipeline.engage import FIELDS
 from pipeline.errors import ConfigError, InputError
 from pipeline.load import load, open_source, read_chunks
+from pipeline.load.formats import LOAD_ERROR, UNPAIRED
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 HEADER = ["contactId", "amount", "definitionId", "source", "description"]
@@ -592,3 +593,19 @@ def test_an_ndjson_key_given_twice_keeps_its_first_value(tmp_path: Path, blank: 
     line = f'{{"contactId": "{GUID}", "amount": "1", "amount": "2", {rest}}}\n'
     path = write(tmp_path / "in.ndjson", line + blank + line)
     assert load(path).frame["amount"].to_list() == ["1", "1"]
+
+
+def test_ndjson_lines_that_are_no_text_or_too_deep_are_rejected_rows(tmp_path: Path) -> None:
+    """A lone surrogate escape (no character: polars would read a NUL) and an array nested
+    100,000 deep are rejected rows, with their reasons; a surrogate pair is its character."""
+    rest = '"definitionId": "3", "source": "s", "amount": "1"'
+    lines = [
+        f'{{"contactId": "{GUID}", {rest}, "description": "x\\ud83d"}}',
+        f'{{"contactId": "{GUID}", {rest}, "description": "y\\ud83d\\ude00z"}}',
+        "[" * 100_000 + "]" * 100_000,
+        f'{{"contactId": "{GUID}", {rest}, "description": "\\ude00 alone"}}',
+    ]
+    frame = load(write(tmp_path / "in.ndjson", "\n".join(lines) + "\n")).frame
+    assert frame["sourceRow"].to_list() == [1, 2, 3, 4]
+    assert frame["description"].to_list() == [None, "y\U0001f600z", None, None]
+    assert frame[LOAD_ERROR].to_list() == [UNPAIRED, None, "line is not a JSON object", UNPAIRED]
