@@ -170,7 +170,7 @@ class _Scan:
     def check_text(self, path: Path) -> None:
         if self.blank or not self.head.removeprefix(BOM).strip():
             raise InputError(f"{path} is empty: no header, no rows")
-        if b"\x00" in self.head:
+        if _binary(self.head.removeprefix(BOM), self.bad_utf8 is not None):
             raise InputError(
                 f"{path} looks binary (it holds NUL bytes), not CSV, TSV or NDJSON text"
             )
@@ -182,6 +182,15 @@ class _Scan:
                 f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {offset});"
                 " convert it first, e.g. iconv -f latin1 -t utf-8"
             )
+
+
+def _binary(head: bytes, not_utf8: bool) -> bool:
+    """NUL bytes in the first line, more than a few, or with bytes that are not UTF-8:
+    UTF-16, a spreadsheet, an image. (One in a row of text is that row's problem: a rejects
+    report can hold one, and must load again.)"""
+    nuls = head.count(b"\x00")
+    first_line = head.split(b"\n", 1)[0]
+    return bool(nuls) and (not_utf8 or b"\x00" in first_line or nuls > max(8, len(head) // 1000))
 
 
 def _whole_characters(data: bytes) -> int:

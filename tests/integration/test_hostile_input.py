@@ -92,3 +92,22 @@ def test_ragged_and_badly_quoted_rows_are_rejected_not_fatal(simulator, run_cli,
     assert "fields" in reasons["2"]
     assert "1" not in reasons
     assert len(sim.store.transactions) == 1 + ("3" not in reasons)
+
+
+def test_a_rejects_report_holding_a_nul_loads_again(run_cli, tmp_path):
+    """An NDJSON \\u0000 is a rejected row; its report, which holds the NUL, is still valid
+    input (not "binary"): fed back, that row is rejected again and the others pass."""
+    rest = '"amount": "1", "definitionId": "1", "source": "POS"'
+    lines = [
+        f'{{"contactId": "{contact_id(i)}", {rest}, "description": "{text}"}}'
+        for i, text in enumerate(["ok 1", "a\\u0000b", "ok 2"], start=1)
+    ]
+    (tmp_path / "in.ndjson").write_text("\n".join(lines) + "\n")
+    first = run_cli("validate", "in.ndjson", "--rejects", "first.csv")
+    assert first.code == 3, first.err
+    assert b"\x00" in (tmp_path / "first.csv").read_bytes()
+    again = run_cli("validate", "first.csv", "--rejects", "again.csv")
+    assert again.code == 3, again.err
+    assert [r["reason"] for r in again.rejects("again.csv")] == [
+        "description holds a control character"
+    ]
