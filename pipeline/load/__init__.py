@@ -22,6 +22,7 @@ import polars as pl
 from pipeline.load.columns import canonical_columns, number_rows
 from pipeline.load.formats import (
     LOAD_ERROR,
+    PRIOR_REASON,
     SOURCE_ROW,
     one_char,
     parquet_slices,
@@ -37,6 +38,7 @@ FIRST_PIECE = 256 << 10
 __all__ = [
     "CHUNK_BYTES",
     "LOAD_ERROR",
+    "PRIOR_REASON",
     "SOURCE_ROW",
     "Loaded",
     "Source",

@@ -10,7 +10,7 @@ import polars as pl
 
 from pipeline.engage import FIELDS, OPTIONAL_FIELDS, REQUIRED_FIELDS
 from pipeline.errors import InputError
-from pipeline.load.formats import BLANK, LOAD_ERROR, SOURCE_ROW
+from pipeline.load.formats import BLANK, LOAD_ERROR, PRIOR_REASON, SOURCE_ROW
 
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 
@@ -46,10 +46,20 @@ def canonical_columns(
         renames[name], headers[target] = target, header
     if strict:
         _require(path, found, set(renames.values()))
-    frame = frame.select([*renames, SOURCE_ROW, LOAD_ERROR]).rename(renames)
+    prior = _prior_reason(found, renames)
+    frame = frame.select(*renames, SOURCE_ROW, LOAD_ERROR, prior).rename(renames)
     optional = OPTIONAL_FIELDS if strict else FIELDS
     missing = [pl.lit(None, dtype=pl.String).alias(f) for f in optional if f not in frame]
-    return frame.with_columns(missing).select([*FIELDS, SOURCE_ROW, LOAD_ERROR])
+    return frame.with_columns(missing).select([*FIELDS, SOURCE_ROW, LOAD_ERROR, PRIOR_REASON])
+
+
+def _prior_reason(found: list[str], renames: dict[str, str]) -> pl.Expr:
+    """A rejects report fed back (it has ``stage`` and ``reason`` columns): each row's reason,
+    as ``_priorReason`` (validate rejects again a row that was a duplicate); else null."""
+    keys = {_key(name): name for name in found if name not in renames}
+    if "stage" in keys and "reason" in keys:
+        return pl.col(keys["reason"]).cast(pl.String).alias(PRIOR_REASON)
+    return pl.lit(None, dtype=pl.String).alias(PRIOR_REASON)
 
 
 def _require(path: Path, found: list[str], present: set[str]) -> None:

@@ -18,9 +18,9 @@ import polars as pl
 
 from pipeline.chunk import JSON, encode
 from pipeline.engage import FIELDS
-from pipeline.load import SOURCE_ROW
+from pipeline.load import PRIOR_REASON, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, prepare
-from pipeline.validate.schema import REASON, Rules, describe, passes
+from pipeline.validate.schema import DUPLICATE_OF, REASON, Rules, describe, passes
 from pipeline.validate.seen import Probe, Seen
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
 
 RAW = {name: f"_raw_{name}" for name in FIELDS}  # the input's text, kept for the rejects
 HASH = "_hash"
-DUPLICATE = "duplicate of row {} (set allow_duplicates to send both)"
+DUPLICATE = DUPLICATE_OF + "{} (set allow_duplicates to send both)"
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Check
     """Every rule as one pass; the passing rows encoded, with a hash of their JSON (equal
     after normalising means equal JSON), searched in ``seen`` as it is now if given. Pieces
     can be screened in parallel."""
+    if PRIOR_REASON not in frame.columns:  # not read by load: no report fed back
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(PRIOR_REASON))
     prepared = prepare(frame, rules.timezone).with_columns(passes(rules).alias("_ok"))
     normal = (
         prepared.lazy()

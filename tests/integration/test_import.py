@@ -89,6 +89,37 @@ def test_fixed_rejects_import_and_nothing_else_twice(simulator, run_cli, tmp_pat
     assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
 
 
+def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, tmp_path):
+    """Rows A, B, A, C (C's amount bad): the second A is a duplicate. C fixed in the report
+    and the report imported: C lands, A does not land a second time."""
+    sim = simulator()
+    good = {"definitionId": "1", "source": "POS"}
+    rows = [
+        {"contactId": contact_id(1), "amount": "5", "description": "A", **good},
+        {"contactId": contact_id(2), "amount": "6", "description": "B", **good},
+        {"contactId": contact_id(1), "amount": "5", "description": "A", **good},
+        {"contactId": contact_id(3), "amount": "ten", "description": "C", **good},
+    ]
+    write_csv(tmp_path / "in.csv", rows)
+    first = run_cli("run", "in.csv", sim=sim)
+    assert first.code == 3, first.err
+    report = first.rejects("in.rejects.csv")
+    assert [r["description"] for r in report] == ["A", "C"]
+    report[1]["amount"] = "10"
+    with (tmp_path / "fixed.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(report[0]))
+        writer.writeheader()
+        writer.writerows(report)
+    again = run_cli("run", "fixed.csv", sim=sim)
+    assert again.code == 3, again.err
+    assert sorted(t["description"] for t in stored(sim)) == ["A", "B", "C"]
+    [kept_out] = again.rejects("fixed.rejects.csv")
+    assert kept_out["description"] == "A" and "would land twice" in kept_out["reason"]
+    third = run_cli("run", "fixed.rejects.csv", sim=sim)  # and so on, report after report
+    assert third.code == 3, third.err
+    assert len(stored(sim)) == 3
+
+
 def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):
     """30 % failing requests and 10 % apply-then-fail: every valid row lands exactly once."""
     faults = {

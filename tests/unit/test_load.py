@@ -49,13 +49,20 @@ def input_error(path: Path, **kwargs: object) -> str:
 
 
 def test_frame_has_the_api_fields_as_text_then_source_row_and_load_error(tmp_path: Path) -> None:
-    """The frame's columns are FIELDS (String), sourceRow (Int64), _loadError (String)."""
+    """The frame's columns are FIELDS (String), sourceRow (Int64), _loadError (String) and
+    _priorReason (String: a rejects report's reason, null for other input)."""
     loaded = load(write(tmp_path / "in.csv", text([HEADER, ROW])))
-    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError"]
+    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_priorReason"]
     assert loaded.frame.schema == pl.Schema(
-        {**dict.fromkeys(FIELDS, pl.String), "sourceRow": pl.Int64, "_loadError": pl.String}
+        {
+            **dict.fromkeys(FIELDS, pl.String),
+            "sourceRow": pl.Int64,
+            "_loadError": pl.String,
+            "_priorReason": pl.String,
+        }
     )
-    assert loaded.frame.row(0) == (GUID, "10", "3", None, "POS", "receipt", None, None, 1, None)
+    row = (GUID, "10", "3", None, "POS", "receipt", None, None, 1, None, None)
+    assert loaded.frame.row(0) == row
     assert loaded.format == "csv"
 
 
@@ -302,7 +309,7 @@ def test_columns_mapping_renames_other_headers_and_extras_are_ignored(tmp_path: 
     names = ["Kundnr", "Poäng", "definitionId", "source", "description", "Butik"]
     path = write(tmp_path / "in.csv", text([names, [*ROW, "Store 7"]]))
     loaded = load(path, columns={"Kundnr": "contactId", "poäng": "amount"})
-    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError"]
+    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_priorReason"]
     assert loaded.frame.select(HEADER).rows() == [tuple(ROW)]
 
 
@@ -312,6 +319,7 @@ def test_rejects_report_columns_are_ignored_on_reimport(tmp_path: Path) -> None:
     row = [GUID, "10", "3", "", "POS", "receipt", "", "", "17", "validation", "bad", ""]
     loaded = load(write(tmp_path / "rejects.csv", text([names, row])))
     assert loaded.frame.select(*HEADER, "sourceRow", "_loadError").rows() == [(*ROW, 1, None)]
+    assert loaded.frame["_priorReason"].to_list() == ["bad"]  # it was a rejects report
 
 
 def test_empty_values_are_null_whether_quoted_or_not(tmp_path: Path) -> None:
@@ -387,7 +395,7 @@ def test_header_only_file_is_an_empty_frame(tmp_path: Path, data: str) -> None:
     """A header with no rows (a quiet night) loads as 0 rows with every column."""
     loaded = load(write(tmp_path / "in.csv", data))
     assert loaded.frame.height == 0
-    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError"]
+    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_priorReason"]
 
 
 def test_ten_megabyte_field_loads(tmp_path: Path) -> None:
