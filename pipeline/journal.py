@@ -232,7 +232,8 @@ class Journal:
                     raise JournalError(
                         f"import {import_id} was planned differently (batch {seq} had other "
                         "rows: another batch size, time zone, column mapping or validation "
-                        "setting); re-run it with the same config, or give it another --import-id"
+                        "setting); finish it with the same file and config. Another "
+                        "--import-id would send the rows that landed again"
                     )
                 if found is None:
                     db.execute(

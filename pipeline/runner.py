@@ -115,7 +115,9 @@ def _record(journal: Journal | None, import_id: str, source: Source) -> ImportRe
     if record is not None and record.input_sha256 != source.sha256:
         raise JournalError(
             f"import {import_id} was started from another file ({record.input_path}, "
-            f"sha256 {record.input_sha256[:12]}…); give this one another --import-id"
+            f"sha256 {record.input_sha256[:12]}…); finish it from that file. Another "
+            "--import-id sends every row of this file again, those that landed too: only for "
+            "a file that holds none of them"
         )
     return record
 
