@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import httpx
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from pipeline import report
 from pipeline.config import Config, Credentials, credentials_from_env, resolve_timezone
@@ -89,8 +89,19 @@ def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
     return cfg.model_copy(update={"engage": engage, "journal": journal})
 
 
+FLAGS = {"max_requests_per_second": "--max-rps"}  # the rest are named like their setting
+
+
 def _set(section: S, **flags: object) -> S:
-    return section.model_copy(update={k: v for k, v in flags.items() if v is not None})
+    """``section`` with the flags given, checked by its rules (no NaN or infinity either)."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return type(section).model_validate({**section.model_dump(), **given})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "a flag"
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        raise ConfigError(f"{flag}: {error['msg']}, not {error['input']!r}") from None
 
 
 def _rejects_name(input: Path) -> str:

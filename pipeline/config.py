@@ -23,7 +23,7 @@ MAX_BATCH_SIZE = 1000
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class EngageConfig(Section):

@@ -34,6 +34,18 @@ def test_usage_errors_exit_2(capsys):
     assert "1001" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--max-rps", "nan"), ("--max-rps", "inf"), ("--idempotency-window", "nan")],
+)
+def test_a_flag_that_is_no_finite_number_exits_2(flag, value, tmp_path, capsys):
+    """NaN would make the limiter crawl at one request a second; infinity crash it."""
+    path = tmp_path / "in.csv"
+    path.write_text(f"contactId,amount,definitionId,source,description\n{contact_id(1)},1,1,s,d\n")
+    assert cli(["run", "--dry-run", str(path), flag, value]) == 2
+    assert f"{flag}: Input should be a finite number, not {value}" in capsys.readouterr().err
+
+
 def test_run_without_credentials_exits_2_before_sending(tmp_path, monkeypatch, capsys):
     """No ENGAGE_BASE_URL: exit 2 with the variable's name."""
     monkeypatch.delenv("ENGAGE_BASE_URL", raising=False)
