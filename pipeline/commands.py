@@ -3,6 +3,7 @@ the journal, catch signals, write the reports."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -65,6 +66,8 @@ def import_file(
         force=options.force,
         confirm=options.confirm,
     )
+    _writable(settings.rejects_path, "rejects report")
+    _writable(options.summary, "summary")
     creds = _credentials(cfg, env, options.dry_run)
     stop = threading.Event()
     client = open_client(cfg, creds, stop) if creds else None
@@ -102,6 +105,18 @@ def _set(section: S, **flags: object) -> S:
         name = str(error["loc"][0]) if error["loc"] else "a flag"
         flag = FLAGS.get(name, "--" + name.replace("_", "-"))
         raise ConfigError(f"{flag}: {error['msg']}, not {error['input']!r}") from None
+
+
+def _writable(path: Path | None, what: str) -> None:
+    """Known before anything is sent: a report that can't be written is a usage error."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"the {what} can't go to {path}: {exc.strerror}") from None
+    if path.is_dir() or not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ConfigError(f"the {what} can't be written to {path}")
 
 
 def _rejects_name(input: Path) -> str:

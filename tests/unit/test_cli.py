@@ -106,3 +106,16 @@ def test_python_dash_m_runs_the_demo_as_a_real_process(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows_read"] == summary["rows_accepted"] + summary["rows_rejected"]
     assert "now holds 4000 transactions" in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--rejects", "--summary"])
+def test_a_report_that_cant_be_written_exits_2_before_sending(flag, simulator, run_cli, tmp_path):
+    sim = simulator()
+    (tmp_path / "in.csv").write_text(
+        f"contactId,amount,definitionId,source,description\n{contact_id(1)},1,1,s,d\n"
+    )
+    (tmp_path / "a-file").write_text("")
+    result = run_cli("run", "in.csv", flag, "a-file/report", sim=sim)
+    assert result.code == 2, result.err
+    assert "can't go to a-file/" in result.err
+    assert not sim.store.requests
