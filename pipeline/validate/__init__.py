@@ -12,6 +12,7 @@ Nothing here reads a file or the clock.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -20,7 +21,7 @@ from pipeline.chunk import JSON, encode
 from pipeline.engage import FIELDS
 from pipeline.load import PRIOR_REASON, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, prepare
-from pipeline.validate.schema import DUPLICATE_OF, REASON, Rules, describe, passes
+from pipeline.validate.schema import REASON, Rules, describe, passes
 from pipeline.validate.seen import Probe, Seen
 
 __all__ = [
@@ -39,7 +40,12 @@ __all__ = [
 
 RAW = {name: f"_raw_{name}" for name in FIELDS}  # the input's text, kept for the rejects
 HASH = "_hash"
-DUPLICATE = DUPLICATE_OF + "{} (set allow_duplicates to send both)"
+DUPLICATE = "duplicate of row {} (set allow_duplicates to send both; fingerprint {})"
+REPEATED = (  # a rejects report fed back: its duplicates, unchanged, stay out
+    "a duplicate before (its first copy landed), unchanged since: delete it, or set"
+    " allow_duplicates to send it (fingerprint {})"
+)
+FINGERPRINT = r"\(.*fingerprint ([0-9a-f]{16})\)$"
 
 
 @dataclass(frozen=True)
@@ -82,13 +88,13 @@ def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Check
         .filter("_ok")
         .select(SOURCE_ROW, *_normalised(), *[pl.col(f).alias(RAW[f]) for f in FIELDS])
     )
-    valid = encode(normal.collect())
+    valid, repeated = _repeated(encode(normal.collect()), frame, rules)
     failing = prepared.filter(~pl.col("_ok")).drop("_ok")
     valid = valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH))
     if seen is None or rules.allow_duplicates:
-        return Checked(valid, failing, _none())
+        return Checked(valid, failing, repeated)
     probe = seen.probe(valid[HASH], valid[SOURCE_ROW])
-    return Checked(valid.drop(HASH), failing, _none(), probe)
+    return Checked(valid.drop(HASH), failing, repeated, probe)
 
 
 def dedupe(screened: Checked, seen: Seen, rules: Rules) -> Checked:
@@ -99,12 +105,40 @@ def dedupe(screened: Checked, seen: Seen, rules: Rules) -> Checked:
     probe = screened.probe or seen.probe(screened.valid[HASH], valid[SOURCE_ROW])
     marked = valid.with_columns(seen.mark(probe).alias("_first"))
     repeated = pl.col("_first").is_not_null()
-    duplicates = marked.filter(repeated).select(
+    duplicates = _rejected(marked.filter(repeated), DUPLICATE, pl.col("_first"))
+    kept = marked.filter(~repeated).drop("_first")
+    return Checked(kept, screened.failing, pl.concat([screened.duplicates, duplicates]))
+
+
+def _repeated(
+    valid: pl.DataFrame, frame: pl.DataFrame, rules: Rules
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A rejects report fed back: the rows it rejected as duplicates, unchanged (the same
+    fingerprint), split off; their first copies landed."""
+    prior = frame.select(SOURCE_ROW, pl.col(PRIOR_REASON).str.extract(FINGERPRINT).alias("_was"))
+    prior = prior.filter(pl.col("_was").is_not_null())
+    if rules.allow_duplicates or prior.is_empty() or valid.is_empty():
+        return valid, _none()
+    said = valid.select(SOURCE_ROW, JSON).join(prior, on=SOURCE_ROW)
+    same = said.filter(pl.Series(fingerprints(said[JSON])) == said["_was"])[SOURCE_ROW]
+    again = pl.col(SOURCE_ROW).is_in(same.implode())
+    return valid.filter(~again), _rejected(valid.filter(again), REPEATED)
+
+
+def _rejected(rows: pl.DataFrame, reason: str, *values: pl.Expr) -> pl.DataFrame:
+    """``rows`` (valid, encoded) as rejects, ``reason`` given ``values`` and a fingerprint."""
+    printed = pl.Series("_print", fingerprints(rows[JSON]), dtype=pl.String)
+    return rows.with_columns(printed).select(
         SOURCE_ROW,
         *[pl.col(RAW[f]).alias(f) for f in FIELDS],
-        pl.format(DUPLICATE, "_first").alias(REASON),
+        pl.format(reason, *values, "_print").alias(REASON),
     )
-    return Checked(marked.filter(~repeated).drop("_first"), screened.failing, duplicates)
+
+
+def fingerprints(json: pl.Series) -> list[str]:
+    """Of each row's JSON, a short digest that is the same in any version (few rows: the
+    duplicates)."""
+    return [hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] for text in json]
 
 
 def _none() -> pl.DataFrame:

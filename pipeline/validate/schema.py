@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import polars as pl
 
 from pipeline.engage import FIELDS
-from pipeline.load import LOAD_ERROR, PRIOR_REASON, SOURCE_ROW
+from pipeline.load import LOAD_ERROR, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, GUID
 
 if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run needs no time for it
@@ -23,11 +23,6 @@ if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run need
 
 REASON = "reason"
 MALFORMED = "the row is malformed"  # stands for the row's _loadError
-DUPLICATE_OF = "duplicate of row "  # how a duplicate's reason starts
-REPEATED = (
-    "this report rejected it as a duplicate: sent, it would land twice; delete it, or empty"
-    " its reason (or set allow_duplicates) to send it"
-)
 CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 and C1, but tab, LF and CR
 MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly
 DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
@@ -54,7 +49,7 @@ class Check(NamedTuple):
 @cache
 def passes(rules: Rules) -> pl.Expr:
     """True for the rows that pass every check."""
-    checks = [c for checks in _columns(rules).values() for c in checks] + _frame_checks(rules)
+    checks = [c for checks in _columns(rules).values() for c in checks] + _frame_checks()
     return pl.all_horizontal([c.expr.fill_null(False) for c in checks])
 
 
@@ -163,21 +158,16 @@ def _columns(rules: Rules) -> dict[str, list[Check]]:
     }
 
 
-def _frame_checks(rules: Rules) -> list[Check]:
+def _frame_checks() -> list[Check]:
     window = (
         pl.col("_validFrom").is_null()
         | pl.col("_validTo").is_null()
         | (pl.col("_validTo") > pl.col("_validFrom"))
     )
-    checks = [
+    return [
         Check(window, "validTo must be after validFrom"),
         Check(pl.col(LOAD_ERROR).is_null(), MALFORMED),
     ]
-    if not rules.allow_duplicates:  # a rejects report fed back: its duplicates stay out
-        prior = pl.col(PRIOR_REASON)
-        repeats = prior.str.contains(DUPLICATE_OF, literal=True) | (prior == REPEATED)
-        checks.append(Check(prior.is_null() | ~repeats, REPEATED))
-    return checks
 
 
 @cache
@@ -196,7 +186,7 @@ def _schema(rules: Rules) -> pa.DataFrameSchema:
             name: pa.Column(pl.String, checks=[check(c) for c in checks], nullable=True)
             for name, checks in _columns(rules).items()
         },
-        checks=[check(c) for c in _frame_checks(rules)],
+        checks=[check(c) for c in _frame_checks()],
     )
 
 

@@ -114,7 +114,7 @@ def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, 
     assert again.code == 3, again.err
     assert sorted(t["description"] for t in stored(sim)) == ["A", "B", "C"]
     [kept_out] = again.rejects("fixed.rejects.csv")
-    assert kept_out["description"] == "A" and "would land twice" in kept_out["reason"]
+    assert kept_out["description"] == "A" and "unchanged since" in kept_out["reason"]
     third = run_cli("run", "fixed.rejects.csv", sim=sim)  # and so on, report after report
     assert third.code == 3, third.err
     assert len(stored(sim)) == 3
