@@ -160,7 +160,7 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
         records.append({} if unpaired else record)
         blank = not any((v or "").strip(BLANK) for v in record.values())
         errors.append(
-            "line is not a JSON object" if not isinstance(value, dict)
+            f"line is not a JSON object: {_shown(line)}" if not isinstance(value, dict)
             else UNPAIRED if unpaired
             else NO_VALUES if line.strip() and blank
             else None
@@ -170,6 +170,12 @@ def _read_ndjson_tolerant(data: bytes) -> pl.DataFrame:
         {k: [r.get(k) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String)
     )
     return _with_load_errors(frame, errors)
+
+
+def _shown(line: bytes, limit: int = 300) -> str:
+    """A line as the report shows it (its fields can't be: the fixer needs its text)."""
+    text = line.decode("utf-8", "replace").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _is_text(record: dict[str, str | None]) -> bool:

@@ -215,13 +215,14 @@ def test_ndjson_other_json_values_become_text(tmp_path: Path) -> None:
 
 
 def test_ndjson_malformed_line_is_a_rejected_row_numbered_by_line(tmp_path: Path) -> None:
-    """A line that isn't a JSON object becomes a row with _loadError; blank lines keep numbering."""
+    """A line that isn't a JSON object becomes a row with _loadError (showing its text: its
+    fields can't); blank lines keep numbering."""
     good = json.dumps({**NDJSON_ROW, "amount": 1})
     data = f"{good}\nnot json\n\n[1, 2]\n   \n{good}\n"
     assert values(write(tmp_path / "in.ndjson", data), "contactId", "sourceRow", "_loadError") == [
         (GUID, 1, None),
-        (None, 2, "line is not a JSON object"),
-        (None, 4, "line is not a JSON object"),
+        (None, 2, "line is not a JSON object: not json"),
+        (None, 4, "line is not a JSON object: [1, 2]"),
         (GUID, 6, None),
     ]
 
@@ -616,4 +617,5 @@ def test_ndjson_lines_that_are_no_text_or_too_deep_are_rejected_rows(tmp_path: P
     frame = load(write(tmp_path / "in.ndjson", "\n".join(lines) + "\n")).frame
     assert frame["sourceRow"].to_list() == [1, 2, 3, 4]
     assert frame["description"].to_list() == [None, "y\U0001f600z", None, None]
-    assert frame[LOAD_ERROR].to_list() == [UNPAIRED, None, "line is not a JSON object", UNPAIRED]
+    deep = "line is not a JSON object: " + "[" * 299 + "…"
+    assert frame[LOAD_ERROR].to_list() == [UNPAIRED, None, deep, UNPAIRED]
