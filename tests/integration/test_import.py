@@ -23,6 +23,20 @@ def _content(row: dict[str, object]) -> tuple[str, Decimal, int, str, str]:
     )
 
 
+def numbered_rows(n: int) -> list[dict[str, str]]:
+    """``n`` valid rows over 50 contacts, each told apart by its description ``row i``."""
+    return [
+        {
+            "contactId": contact_id(i % 50 + 1),
+            "amount": str(i),
+            "definitionId": "1",
+            "source": "POS",
+            "description": f"row {i}",
+        }
+        for i in range(1, n + 1)
+    ]
+
+
 def _input_rows(path: Path) -> dict[int, dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return dict(enumerate(csv.DictReader(f), start=1))
@@ -161,16 +175,7 @@ def test_a_refusal_after_an_attempt_that_was_applied_sends_nothing_twice(
         "seed": 4,
     }
     sim = simulator(faults=faults)
-    rows = [
-        {
-            "contactId": contact_id(i % 50 + 1),
-            "amount": str(i),
-            "definitionId": "1",
-            "source": "POS",
-            "description": f"row {i}",
-        }
-        for i in range(1, 601)
-    ]
+    rows = numbered_rows(600)
     write_csv(tmp_path / "in.csv", rows)
     config = FAST_RETRY.replace("max_attempts = 30", "max_attempts = 3")
     result = run_cli("run", "in.csv", "--batch-size", "50", sim=sim, config=config)
@@ -187,16 +192,7 @@ def test_a_refusal_after_an_attempt_that_was_applied_sends_nothing_twice(
 def test_a_refused_batch_is_split_until_the_bad_row_is_found(simulator, run_cli, tmp_path):
     """A 400 for a batch with one bad row: only that row is rejected, the rest stored once."""
     sim = simulator(max_description_length=100)
-    rows = [
-        {
-            "contactId": contact_id(i % 50 + 1),
-            "amount": str(i),
-            "definitionId": "1",
-            "source": "POS",
-            "description": f"row {i}",
-        }
-        for i in range(1, 201)
-    ]
+    rows = numbered_rows(200)
     rows[136]["description"] = "x" * 150
     write_csv(tmp_path / "in.csv", rows)
     result = run_cli("run", "in.csv", sim=sim, config=FAST_RETRY)
