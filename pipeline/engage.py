@@ -131,11 +131,13 @@ class EngageClient:
                 return _post_result(self._send("POST", TRANSACTIONS, content=body, headers=headers))
             except BatchRejectedError as exc:
                 if exc.status in (404, 405):
-                    raise FatalEngageError(
+                    fatal = FatalEngageError(
                         f"{exc}: Engage has no such endpoint; check the base URL",
                         status=exc.status,
                         body=exc.body,
-                    ) from exc
+                    )
+                    fatal.outcome_unknown = unknown
+                    raise fatal from exc
                 if unknown:
                     raise _Doubtful(exc) from exc
                 raise

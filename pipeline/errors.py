@@ -72,6 +72,8 @@ class TransientEngageError(EngageError):
 class FatalEngageError(EngageError):
     """Retrying can't help and nothing else should be sent (bad key, wrong URL)."""
 
+    outcome_unknown = False  # an earlier attempt under the same key may have been applied
+
 
 class BatchRejectedError(EngageError):
     """Engage refused this request as a whole; a smaller one may pass."""

@@ -87,7 +87,7 @@ class _Run:
         """Rows of the batch in flight that no answer settled."""
         done = self.ledger.closed(batch.seq).to_frame(SOURCE_ROW)
         rows = batch.rows.join(done, on=SOURCE_ROW, how="anti")
-        if isinstance(exc, TransientEngageError):
+        if isinstance(exc, TransientEngageError) or getattr(exc, "outcome_unknown", False):
             reason = (
                 f"outcome unknown ({exc}); re-run the same input to settle it: Engage "
                 "applies its key at most once, and the journal reconciles it later"

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import httpx
 import polars as pl
+import pytest
 
 from pipeline.chunk import chunk
 from pipeline.config import RetryConfig
@@ -110,6 +111,23 @@ def test_an_unreachable_engage_aborts_with_in_doubt_and_unsent_rows():
     assert posted.aborted is not None and posted.batches_sent == 2
     in_doubt = posted.outcomes.filter(pl.col("stage") == "batch")["reason"][0]
     assert "outcome unknown" in in_doubt and "re-run the same input" in in_doubt
+
+
+@pytest.mark.parametrize(
+    ("statuses", "said"), [([404], "not applied"), ([500, 404], "outcome unknown")]
+)
+def test_a_404_stops_the_run_and_says_whether_the_batch_may_have_landed(statuses, said):
+    """A 404 to the POST is a wrong base URL: the run stops. Its batch was not applied,
+    unless an attempt before the 404 had an unknown outcome (a 5xx)."""
+    answers = iter(statuses)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers, 404))
+
+    posted = post(chunk(valid_rows(20), 10, "x"), engage(handle))
+    assert posted.aborted is not None and "check the base URL" in str(posted.aborted)
+    reasons = posted.outcomes.filter(pl.col("stage") == "batch")["reason"]
+    assert reasons.len() == 10 and reasons[0].startswith(said)
 
 
 def test_a_refused_key_stops_before_the_next_batch():
