@@ -144,6 +144,9 @@ class EngageClient:
             except TransientEngageError as exc:
                 unknown = unknown or exc.status != 429  # a 429 was not processed
                 raise
+            except FatalEngageError as exc:  # 401/403, or an answer no API gives
+                exc.outcome_unknown = unknown
+                raise
 
         try:
             result, attempts = self._retrying(once, key=key)

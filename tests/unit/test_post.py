@@ -114,18 +114,24 @@ def test_an_unreachable_engage_aborts_with_in_doubt_and_unsent_rows():
 
 
 @pytest.mark.parametrize(
-    ("statuses", "said"), [([404], "not applied"), ([500, 404], "outcome unknown")]
+    ("statuses", "said"),
+    [
+        ([404], "not applied"),
+        ([500, 404], "outcome unknown"),
+        ([401], "not applied"),
+        ([503, 401], "outcome unknown"),
+    ],
 )
-def test_a_404_stops_the_run_and_says_whether_the_batch_may_have_landed(statuses, said):
-    """A 404 to the POST is a wrong base URL: the run stops. Its batch was not applied,
-    unless an attempt before the 404 had an unknown outcome (a 5xx)."""
+def test_a_fatal_answer_stops_the_run_and_says_whether_the_batch_may_have_landed(statuses, said):
+    """A 404 (a wrong base URL) or a 401 stops the run. Its batch was not applied, unless an
+    attempt before had an unknown outcome (a 5xx): then its rows must not be fed back."""
     answers = iter(statuses)
 
     def handle(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(next(answers, 404))
+        return httpx.Response(next(answers, statuses[-1]))
 
     posted = post(chunk(valid_rows(20), 10, "x"), engage(handle))
-    assert posted.aborted is not None and "check the base URL" in str(posted.aborted)
+    assert posted.aborted is not None
     reasons = posted.outcomes.filter(pl.col("stage") == "batch")["reason"]
     assert reasons.len() == 10 and reasons[0].startswith(said)
 
