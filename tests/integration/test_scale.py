@@ -37,18 +37,25 @@ def test_the_streamed_plan_equals_the_in_memory_plan(tmp_path, fmt):
     data = rows(3000)
     data[10]["amount"] = "bad"
     data[2500] = dict(data[20])  # a duplicate across pieces
+    for at in range(400, 3000, 37):  # and some a few pieces apart: probed before the first
+        data[at] = dict(data[at - 1 - at % 200])  # of them was marked (screened in parallel)
     path = write_csv(tmp_path / "in.csv", data)
     if fmt == "ndjson":
         path = tmp_path / "in.ndjson"
         pl.read_csv(tmp_path / "in.csv", infer_schema=False).write_ndjson(path)
     whole = load(path).frame
-    valid = validate(whole, Rules()).valid
-    expected = [(b.seq, b.key, b.body) for b in chunk(valid, 250, "x")]
+    validated = validate(whole, Rules())
+    expected = [(b.seq, b.key, b.body) for b in chunk(validated.valid, 250, "x")]
     with open_source(path) as source:
         plan = Plan(source, "x", Config(), "UTC", 250, lambda: None, chunk_bytes=4096)
         plan_pieces = [(b.seq, b.key, b.body) for b in plan.batches()]
     assert plan_pieces == expected
-    assert plan.tally.read == whole.height and plan.tally.invalid_rows == 2
+    assert plan.tally.read == whole.height and plan.tally.invalid_rows == 2 + 71
+    invalid = pl.concat(plan.tally.invalid).sort("sourceRow")
+    assert (
+        invalid.select("sourceRow", "reason").rows()
+        == validated.invalid.select("sourceRow", "reason").rows()
+    )
 
 
 def _windows(times: list[float]) -> int:
