@@ -88,13 +88,17 @@ def _as_written(field: str) -> pl.Expr:
 
 
 def _formatted(fast: pl.DataFrame) -> pl.DataFrame:
-    """The fast path's dates not sent as written (another offset than the zone's) formatted."""
+    """The fast path's dates not sent as written (another offset than the zone's) formatted:
+    those few rows, or the whole column if most need it (a file of Z times, say)."""
     for field in DATE_FIELDS:
         at, out = fast[f"_{field}"], fast[f"_{field}_out"]
         rows = (at.is_not_null() & out.is_null()).arg_true()
-        if len(rows):
-            formatted = at.gather(rows).dt.strftime(OUT_FORMAT)
-            fast = fast.with_columns(out.scatter(rows, formatted))
+        if 2 * len(rows) > fast.height:
+            formatted = pl.col(f"_{field}").dt.strftime(OUT_FORMAT)
+            fast = fast.with_columns(pl.coalesce(f"_{field}_out", formatted).alias(out.name))
+        elif len(rows):
+            formatted_rows = at.gather(rows).dt.strftime(OUT_FORMAT)
+            fast = fast.with_columns(out.scatter(rows, formatted_rows))
     return fast
 
 
