@@ -74,7 +74,8 @@ def _read_csv_tolerant(text: str, sep: str, path: Path) -> tuple[pl.DataFrame, l
         for record in reader:
             width = len(record)
             errors.append(
-                f"row has {width} fields, the header has {len(header)}"
+                f"row has {width} fields, the header has {len(header)}; "
+                f"the rest: {_shown(sep.join(record[len(header) :]).encode())}"
                 if width > len(header)
                 else None
             )

@@ -332,11 +332,12 @@ def test_empty_values_are_null_whether_quoted_or_not(tmp_path: Path) -> None:
 def test_row_with_too_many_fields_gets_a_load_error_and_the_rest_still_loads(
     tmp_path: Path,
 ) -> None:
-    """A row with more fields than the header is kept, marked in _loadError; no crash."""
+    """A row with more fields than the header is kept, marked in _loadError with the values
+    the report can't hold in its columns; no crash."""
     data = text([HEADER, ROW, [*ROW, "extra"], ROW[:3]])
     assert values(write(tmp_path / "in.csv", data), "amount", "sourceRow", "_loadError") == [
         ("10", 1, None),
-        ("10", 2, "row has 6 fields, the header has 5"),
+        ("10", 2, "row has 6 fields, the header has 5; the rest: extra"),
         ("10", 3, None),  # too few: the missing fields are null, validation names them
     ]
 
