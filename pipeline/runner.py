@@ -195,6 +195,9 @@ def _journaled(
         result = _report(settings, plan, posted, started, clock, note)
         status = {"completed": FINISHED}.get(result.summary["status"], result.summary["status"])
         journal.finish(plan.import_id, result.summary, result.exit_code, status)
+    except Exception as exc:  # the input broke off mid-way, say: not "running" for ever
+        journal.set_status(plan.import_id, "aborted", str(exc) or type(exc).__name__)
+        raise
     finally:
         journal.release(plan.import_id)
     return result

@@ -367,3 +367,39 @@ def test_status_runs_and_reconcile_describe_an_import(simulator, run_cli, tmp_pa
     broken = run_cli("reconcile", import_id, "--sample", "596", sim=sim, config=CONFIG)
     assert broken.code == 3
     assert "row 1: doubled: Engage holds it 2 time(s), expected 1" in broken.err
+
+
+def test_an_error_mid_way_marks_the_import_aborted_and_a_rerun_completes(
+    simulator, run_cli, tmp_path, monkeypatch
+):
+    """An error while the input is read, after batches went out (here: the third piece can't
+    be screened), leaves the import 'aborted' with the error, not 'running'; the re-run
+    resumes and every row lands once."""
+    import pipeline.plan
+
+    sim = simulator()
+    rows = [
+        {"contactId": contact_id(i % 40 + 1), "amount": str(i), "definitionId": "1",
+         "source": "POS", "description": f"row {i} " + "x" * 150}
+        for i in range(1, 6001)
+    ]  # fmt: skip
+    write_csv(tmp_path / "in.csv", rows)  # ~1.2 MB: pieces of 256 KiB, then 512 KiB, ...
+    screen, calls = pipeline.plan.screen, {"n": 0}
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("the disk went away")
+        return screen(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.plan, "screen", failing)
+    broken = run_cli("run", "in.csv", "--batch-size", "100", sim=sim, config=CONFIG)
+    assert broken.code == 1 and "the disk went away" in broken.err
+    assert stored(sim), "some batches went out before the error"
+    status = run_cli("status")
+    assert "aborted" in status.err and "the disk went away" in status.err
+    monkeypatch.setattr(pipeline.plan, "screen", screen)
+    again = run_cli("run", "in.csv", "--batch-size", "100", sim=sim, config=CONFIG)
+    assert again.code == 0, again.err
+    held = Counter(str(t["description"]) for t in stored(sim))
+    assert len(held) == 6000 and max(held.values()) == 1
