@@ -7,8 +7,8 @@
     └── EngageError                talking to Engage went wrong
         ├── TransientEngageError   retryable: connection, timeout, 409, 429, 5xx
         ├── FatalEngageError       stops the run at once: 401, 403, unexpected answers
-        ├── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
-        └── BatchInDoubtError      a 4xx after an attempt whose outcome is unknown
+        │   └── BatchInDoubtError  a 4xx after an attempt whose outcome is unknown
+        └── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
 
 Rows that fail are not errors: they become rows of the rejects report.
 """
@@ -79,7 +79,10 @@ class BatchRejectedError(EngageError):
     """Engage refused this request as a whole; a smaller one may pass."""
 
 
-class BatchInDoubtError(EngageError):
+class BatchInDoubtError(TransientEngageError):
     """A batch refused (4xx) after an earlier attempt under its key had an unknown outcome
-    (a timeout, a 5xx, a dropped connection): that attempt may have been applied, so the
-    batch must not be split and sent again under new keys before Engage is asked (GET)."""
+    (a timeout, a 5xx, a dropped connection), or whose reconciliation failed: that attempt
+    may have been applied (and may still be in progress), so the batch is neither split nor
+    sent under new keys. It stays in doubt, like a batch whose retries ran out: a later run
+    sends the same key again, and reconciles it through the GET endpoints once Engage has
+    forgotten the key."""

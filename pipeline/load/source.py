@@ -102,14 +102,15 @@ def _read(raw: BinaryIO, path: Path, scan: _Scan) -> Path | None:
 
 def _inflate(blocks: Iterator[bytes], scan: _Scan, out: BinaryIO) -> None:
     """Every member of a gzip file (``cat a.gz b.gz``, pigz and bgzip make several), in turn;
-    zero bytes after the last are padding."""
+    zero bytes after a member are padding."""
     inflate: Any = zlib.decompressobj(wbits=31)  # None between members
     for block in blocks:
         scan.stored(block)
         data = block
         while data:
             if inflate is None:
-                if not data.strip(b"\0"):
+                data = data.lstrip(b"\0")  # padding, wherever a block ends
+                if not data:
                     break
                 inflate = zlib.decompressobj(wbits=31)
             text = inflate.decompress(data)

@@ -13,7 +13,7 @@ import structlog
 
 from pipeline.chunk import Batch, child_key
 from pipeline.engage import EngageClient
-from pipeline.errors import BatchInDoubtError, BatchRejectedError
+from pipeline.errors import BatchInDoubtError, BatchRejectedError, EngageError
 from pipeline.journal import BatchRecord
 from pipeline.load import SOURCE_ROW
 from pipeline.match import match_not_accepted
@@ -22,6 +22,10 @@ from pipeline.reconcile import find_applied
 
 log = structlog.get_logger("pipeline.post")
 SETTLED = ("done", "failed", "split", "reconciled")
+IN_DOUBT = (
+    "outcome unknown: an earlier run sent it and got no answer; re-run the same input to"
+    " settle it (Engage applies its key at most once)"
+)
 
 
 class Recorder(Protocol):
@@ -87,6 +91,8 @@ class Poster:
             self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
         elif record and state in ("split", "reconciled"):
             self._walk_children(batch, record)
+        elif self.client is None and state == "sending":  # an earlier run sent it
+            self.ledger.settle(batch.rows, batch.key, "batch", IN_DOUBT, batch.seq)
         elif self.client is None:
             self.ledger.settle(batch.rows, None, "unsent", self.unsent, batch.seq)
         elif record and state == "sending" and self._too_old(record):
@@ -121,17 +127,12 @@ class Poster:
         bound = log.bind(batch=batch.label, key=batch.key, rows=batch.rows.height)
         record = self.resume.records.get((batch.seq, batch.part))
         in_doubt = record is not None and record.state == "sending"  # an earlier run's try
-        first_sent = (record.first_sent_at if record else None) or self.resume.now()
         self.recorder.sending(batch)
-        try:
+        try:  # a BatchInDoubtError goes up: the batch stays in doubt, the run stops
             result = self.client.post_transactions(batch.body, batch.key, in_doubt)
         except BatchRejectedError as exc:
             bound.warning("batch refused", status=exc.status, latency_s=_since(started))
             self._refused(batch, exc)
-            return
-        except BatchInDoubtError as exc:  # not split: an earlier try may have been applied
-            bound.warning("batch refused while in doubt", status=exc.status, error=str(exc))
-            self._reconcile(batch, first_sent)
             return
         refused = [(row, "server", why) for row, why in match_not_accepted(batch.rows, result)]
         self.ledger.count_unmatched(len(result.not_accepted) - len(refused))
@@ -161,7 +162,10 @@ class Poster:
     def _reconcile(self, batch: Batch, since: float | None) -> None:
         """In doubt past Engage's memory of the key: ask Engage which rows it holds."""
         assert self.client is not None, "reconciling needs a client"
-        applied = find_applied(batch.rows, self.client, since)
+        try:
+            applied = find_applied(batch.rows, self.client, since)
+        except EngageError as exc:  # still in doubt: not "not applied"
+            raise BatchInDoubtError(f"reconciling it failed: {exc}", status=exc.status) from exc
         missing = batch.rows.filter(~pl.col(SOURCE_ROW).is_in(sorted(applied)))
         log.warning(
             "batch reconciled",

@@ -45,8 +45,10 @@ class Engage:
         held: Sequence[dict[str, Any]] = (),
         refuse: Callable[[httpx.Request], bool] = lambda request: False,
         on_request: Callable[[httpx.Request], None] = lambda request: None,
+        get_status: int = 200,
     ) -> None:
         self.held = list(held)
+        self.get_status = get_status
         self.refuse = refuse
         self.on_request = on_request
         self.requests: list[httpx.Request] = []
@@ -55,6 +57,8 @@ class Engage:
         assert request.url.path == TRANSACTIONS
         self.requests.append(request)
         self.on_request(request)
+        if request.method == "GET" and self.get_status != 200:
+            return httpx.Response(self.get_status)
         if request.method == "GET":
             params = request.url.params
             items = [
@@ -232,6 +236,20 @@ def test_an_old_in_doubt_batch_fully_held_is_done_without_a_post(journal: Journa
     assert state(journal, 1) == "done" and (1, "r") not in journal.batches(ID)
 
 
+def test_an_old_in_doubt_batch_whose_lookup_fails_stays_in_doubt(journal: Journal, clock: Clock):
+    """The GETs of a reconciliation answer 404: the batch may still have been applied, so its
+    rows are 'outcome unknown', not 'not applied', and nothing is POSTed."""
+    batches = planned(journal, valid_rows(2), 2)
+    journal.sending(ID, 1, "")
+    engage = Engage(get_status=404)
+    clock.now = T0 + WINDOW + 60
+    posted = resumed(batches, engage, journal, clock.now)
+    assert posted.aborted is not None and engage.gets() and engage.posts() == []
+    reasons = posted.outcomes["reason"].to_list()
+    assert len(reasons) == 2 and all(r.startswith("outcome unknown") for r in reasons)
+    assert state(journal, 1) == "sending"
+
+
 def test_a_reconciled_batch_resumes_from_its_recorded_child(journal: Journal):
     """'reconciled' with child rows [2]: row 1 accepted under the parent key, only 2 re-sent."""
     batches = planned(journal, valid_rows(2), 2)
@@ -264,7 +282,9 @@ def test_a_split_batch_resumes_into_its_halves_records(journal: Journal):
 
 
 def test_without_a_client_unsettled_batches_are_unsent_and_nothing_is_sent(journal: Journal):
-    """Reporting from the journal alone: done batches settle, sending/planned ones are 'unsent'."""
+    """Reporting from the journal alone: done batches settle, planned ones are 'unsent', and
+    one an earlier run sent without an answer is in doubt, under its key (its rows, fed into
+    a new import, could land twice)."""
     batches = planned(journal, valid_rows(3), 1)
     journal.sending(ID, 1, "")
     journal.settle(ID, 1, "", "done", 202, [], batches[0].key)
@@ -272,9 +292,11 @@ def test_without_a_client_unsettled_batches_are_unsent_and_nothing_is_sent(journ
     posted = post(batches, None, resume=resume_of(journal, T0 + WINDOW * 2))
     assert settled(posted) == {
         1: (True, None, batches[0].key),
-        2: (False, "unsent", None),
+        2: (False, "batch", batches[1].key),
         3: (False, "unsent", None),
     }
+    in_doubt = posted.outcomes.filter(pl.col("sourceRow") == 2)["reason"][0]
+    assert in_doubt.startswith("outcome unknown")
     assert posted.requests == 0
     assert journal.counts(ID) == {"done": 1, "sending": 1, "planned": 1}
 
