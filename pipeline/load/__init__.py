@@ -52,7 +52,7 @@ __all__ = [
 class Loaded:
     """The rows of one input, as text, with their source row numbers."""
 
-    frame: pl.DataFrame  # FIELDS as String, sourceRow (Int64), _loadError (String)
+    frame: pl.DataFrame  # FIELDS as String, sourceRow (Int64), _loadError, _priorReason (String)
     sha256: str  # of the file's bytes as stored
     format: str
 
