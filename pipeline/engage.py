@@ -205,7 +205,7 @@ class EngageClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             raise TransientEngageError(f"{method} {path} timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport, an undecodable body, redirect loops
             raise TransientEngageError(
                 f"{method} {path} failed: {exc or type(exc).__name__}"
             ) from exc
@@ -279,22 +279,29 @@ def _post_result(response: httpx.Response) -> PostResult:
             f"POST {TRANSACTIONS} answered {response.status_code} with JSON that is not an object",
             status=response.status_code,
         )
-    lower = {k.lower(): v for k, v in data.items()}
+    lower = {str(k).lower(): v for k, v in data.items()}
+    lists = {name: lower.get(name) or [] for name in _LISTS}
+    if not all(isinstance(value, list) for value in lists.values()):
+        raise TransientEngageError(  # which rows it took can't be told: in doubt, not accepted
+            f"POST {TRANSACTIONS} answered {response.status_code} with lists that are not lists",
+            status=response.status_code,
+        )
     return PostResult(
         status=response.status_code,
-        not_accepted=[r for r in lower.get("notaccepted") or [] if isinstance(r, dict)],
-        error_messages=[str(m) for m in lower.get("errormessages") or []],
-        missing_contact_ids=[str(c) for c in lower.get("missingcontactids") or []],
-        missing_definition_ids=[
-            int(d) for d in lower.get("missingdefinitionids") or [] if _is_int(d)
-        ],
+        not_accepted=[r for r in lists["notaccepted"] if isinstance(r, dict)],
+        error_messages=[str(m) for m in lists["errormessages"]],
+        missing_contact_ids=[str(c) for c in lists["missingcontactids"]],
+        missing_definition_ids=[int(d) for d in lists["missingdefinitionids"] if _is_int(d)],
     )
+
+
+_LISTS = ("notaccepted", "errormessages", "missingcontactids", "missingdefinitionids")
 
 
 def _is_int(value: object) -> bool:
     try:
         int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return True
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import polars as pl
+import structlog
 
 from pipeline.ahead import prefetched
 from pipeline.chunk import Batch
@@ -31,6 +32,7 @@ from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
 from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
 
 __all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
+log = structlog.get_logger("pipeline.post")
 
 
 @dataclass
@@ -76,9 +78,10 @@ class _Run:
             batch = self.inflight.pop(future)
             try:
                 future.result()
-            except EngageError as exc:
-                self._in_doubt(batch, exc)
-                self.failure = self.failure or exc
+            except Exception as exc:  # every row in flight is still reported
+                failure = exc if isinstance(exc, EngageError) else _unexpected(batch, exc)
+                self._in_doubt(batch, failure)
+                self.failure = self.failure or failure
             else:
                 self.ledger.closed(batch.seq)
             self.done(batch)
@@ -95,6 +98,15 @@ class _Run:
         else:
             reason = f"not applied: {exc}"
         self.ledger.settle(rows, batch.key, "batch", reason)
+
+
+def _unexpected(batch: Batch, exc: Exception) -> EngageError:
+    """A bug or a surprise while a batch was in flight: its outcome is unknown (the journal
+    keeps it in doubt, and a re-run settles it under the same key)."""
+    log.error("batch failed unexpectedly", batch=batch.label, key=batch.key, exc_info=exc)
+    failure = TransientEngageError(f"unexpected error: {type(exc).__name__}: {exc}")
+    failure.__cause__ = exc
+    return failure
 
 
 def post(

@@ -94,6 +94,24 @@ def test_transient_failures_are_retried_under_the_same_key():
     assert len(sleeps) == 4
 
 
+def test_an_undecodable_answer_is_retried_under_the_same_key():
+    """A body whose Content-Encoding lies is an answer that can't be read: transient."""
+    gzip = {"Content-Encoding": "gzip"}
+    garbled = httpx.Response(202, headers=gzip, stream=httpx.ByteStream(b"not gzip"))
+    handle, seen = answers(garbled, httpx.Response(202, json=OK))
+    assert client(handle).post_transactions(b"[]", "k").attempts == 2
+    assert [r.headers["idempotency-key"] for r in seen] == ["k", "k"]
+
+
+@pytest.mark.parametrize("field", ["notAccepted", "errorMessages", "missingContactIds"])
+def test_an_answer_whose_lists_are_not_lists_is_not_taken_for_success(field):
+    """Which rows such an answer took can't be told: retried, then in doubt (never 'all in')."""
+    handle, seen = answers(*[httpx.Response(202, json={**OK, field: 5})] * 2)
+    with pytest.raises(TransientEngageError, match="not lists"):
+        client(handle, attempts=2).post_transactions(b"[]", "k")
+    assert len(seen) == 2
+
+
 def test_retry_after_is_honoured():
     """A 429 with Retry-After: 1.5 waits at least 1.5 s before the retry."""
     handle, _ = answers(

@@ -136,6 +136,25 @@ def test_a_fatal_answer_stops_the_run_and_says_whether_the_batch_may_have_landed
     assert reasons.len() == 10 and reasons[0].startswith(said)
 
 
+def test_an_unexpected_error_in_flight_still_reports_every_row(monkeypatch):
+    """A surprise (not an EngageError) while batch 2 is in flight: the run stops with a
+    report; batch 2's rows are in doubt (never 'not applied', never fed back), 3 unsent."""
+    calls = {"n": 0}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("surprise")
+        return httpx.Response(202, json=OK)
+
+    posted = post(chunk(valid_rows(30), 10, "x"), engage(handle))
+    stages = dict(posted.outcomes.group_by("stage").len().rows())
+    assert stages == {None: 10, "batch": 10, "unsent": 10}
+    reason = posted.outcomes.filter(pl.col("stage") == "batch")["reason"][0]
+    assert reason.startswith("outcome unknown") and "RuntimeError: surprise" in reason
+    assert "surprise" in str(posted.aborted)
+
+
 def test_a_refused_key_stops_before_the_next_batch():
     """A 401 on the first batch: nothing else is sent."""
     seen: list[int] = []
