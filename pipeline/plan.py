@@ -18,6 +18,7 @@ from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
 from pipeline.frames import detached
 from pipeline.load import CHUNK_BYTES, Source, read_chunks
+from pipeline.spool import Spool
 from pipeline.validate import Checked, Rules, Seen, dedupe, describe, screen
 
 log = structlog.get_logger("pipeline.plan")
@@ -27,34 +28,34 @@ DESCRIBE_AT = 50_000  # failing rows held before pandera describes them
 
 @dataclass
 class Tally:
-    """What the plan saw: rows read, valid and invalid (these with the input's text). The
-    rows failing a rule are described (pandera says why) in bulk, not piece by piece."""
+    """What the plan saw: rows read, valid and invalid (these with the input's text, spooled:
+    a file of millions of invalid rows is reported in bounded memory). The rows failing a rule
+    are described (pandera says why) in bulk, not piece by piece."""
 
     read: int = 0
     valid: int = 0
     batches: int = 0
-    described: list[pl.DataFrame] = field(default_factory=list)
+    described: Spool = field(default_factory=Spool)
     failing: list[pl.DataFrame] = field(default_factory=list)  # reasons yet to be given
     rules: Rules = field(default_factory=Rules)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def invalid(self) -> list[pl.DataFrame]:
-        """The invalid rows so far: sourceRow, FIELDS as in the input, reason."""
+    def invalid(self) -> Spool:
+        """The invalid rows so far: sourceRow, FIELDS as in the input, stage, reason."""
         self.describe()
         return self.described
 
     @property
     def invalid_rows(self) -> int:
         with self.lock:
-            return sum(frame.height for frame in [*self.described, *self.failing])
+            return self.described.height + sum(frame.height for frame in self.failing)
 
     def add(self, checked: Checked, rules: Rules) -> None:
         with self.lock:
             self.rules = rules
-            if checked.duplicates.height:  # detached: not the whole piece's text
-                self.described.append(detached(checked.duplicates))
-            if checked.failing.height:
+            self.described.add(_rejected(checked.duplicates))
+            if checked.failing.height:  # detached: not the whole piece's text
                 self.failing.append(detached(checked.failing))
         if sum(frame.height for frame in self.failing) >= DESCRIBE_AT:
             self.describe()
@@ -62,8 +63,14 @@ class Tally:
     def describe(self) -> None:
         with self.lock:
             if self.failing:
-                self.described.append(describe(pl.concat(self.failing), self.rules))
+                self.described.add(_rejected(describe(pl.concat(self.failing), self.rules)))
                 self.failing.clear()
+
+
+def _rejected(invalid: pl.DataFrame) -> pl.DataFrame:
+    """Invalid rows (sourceRow, FIELDS, reason) as rejects of the validation stage."""
+    stage = pl.lit("validation").alias("stage")
+    return detached(invalid.with_columns(stage, pl.lit(None, pl.String).alias("idempotencyKey")))
 
 
 @dataclass

@@ -8,6 +8,8 @@ in the input, then ``sourceRow``, ``stage`` (validation, server, batch, unsent),
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -18,25 +20,42 @@ from rich.table import Table
 
 from pipeline.engage import FIELDS
 from pipeline.load import SOURCE_ROW
+from pipeline.spool import Spool, in_order
 
 REJECT_COLUMNS = (*FIELDS, SOURCE_ROW, "stage", "reason", "idempotencyKey")
 STAGES = ("validation", "server", "batch", "unsent")
 
 
-def rejects(invalid: list[pl.DataFrame], refused: pl.DataFrame) -> pl.DataFrame:
-    """Every row not accepted, with the values it had in the input, in input order."""
-    parts = [
-        frame.select(
-            SOURCE_ROW,
-            *FIELDS,
-            pl.lit("validation").alias("stage"),
-            "reason",
-            pl.lit(None, pl.String).alias("idempotencyKey"),
-        )
-        for frame in invalid
-    ]
-    parts.append(refused.select(SOURCE_ROW, *FIELDS, "stage", "reason", "idempotencyKey"))
-    return pl.concat(parts).sort(SOURCE_ROW).select(REJECT_COLUMNS)
+@dataclass(frozen=True)
+class Rejects:
+    """Every row not accepted, with the values it had in the input: the validation's and
+    Engage's (spooled, read back in input order a part at a time)."""
+
+    spools: tuple[Spool, ...]
+
+    @property
+    def height(self) -> int:
+        return sum(spool.height for spool in self.spools)
+
+    def by_stage(self) -> dict[str, int]:
+        return {s: sum(spool.stages[s] for spool in self.spools) for s in STAGES}
+
+    def parts(self) -> Iterator[pl.DataFrame]:
+        """The rows in input order, in parts of bounded size."""
+        for part in in_order(self.spools):
+            yield part.select(REJECT_COLUMNS)
+
+    def frame(self) -> pl.DataFrame:
+        """All of them in one frame (for the small and for tests)."""
+        parts = list(self.parts())
+        return pl.concat(parts) if parts else pl.DataFrame(schema=REJECTS_SCHEMA)
+
+
+REJECTS_SCHEMA = {**dict.fromkeys(REJECT_COLUMNS, pl.String), SOURCE_ROW: pl.Int64}
+
+
+def rejects(*spools: Spool) -> Rejects:
+    return Rejects(spools)
 
 
 def points(totals: dict[int, Decimal]) -> dict[str, int | float]:
@@ -48,11 +67,18 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def write_rejects(frame: pl.DataFrame, path: Path) -> None:
-    """Write the rejects CSV (a header only when there are none, so no stale file misleads)."""
+def write_rejects(rejects: Rejects, path: Path) -> None:
+    """Write the rejects CSV, a part at a time (a header only when there are none, so no
+    stale file misleads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    frame.select(REJECT_COLUMNS).write_csv(tmp)
+    with tmp.open("wb") as out:
+        first = True
+        for part in rejects.parts():
+            part.write_csv(out, include_header=first)
+            first = False
+        if first:
+            pl.DataFrame(schema=REJECTS_SCHEMA).write_csv(out)
     tmp.replace(path)
 
 

@@ -64,7 +64,7 @@ class RunSettings:
 @dataclass
 class RunReport:
     summary: dict[str, Any]
-    rejects: pl.DataFrame
+    rejects: report.Rejects
     message: str = ""
     replayed: bool = False  # a finished import reported again from its journal
 
@@ -326,7 +326,7 @@ def _report(settings: RunSettings, plan: Plan, posted: Posted, started: datetime
 
 
 def _summary(settings: RunSettings, plan: Plan, posted: Posted,
-             rejects: pl.DataFrame) -> dict[str, Any]:  # fmt: skip
+             rejects: report.Rejects) -> dict[str, Any]:  # fmt: skip
     tally, read = plan.tally, plan.tally.read
     settled = (
         tally.valid + tally.invalid_rows if settings.dry_run else posted.accepted + rejects.height
@@ -337,7 +337,7 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
             "a bug, please report it"
         )
     code, status = _outcome(settings, posted, rejects)
-    by_stage = {s: int((rejects["stage"] == s).sum()) for s in report.STAGES}
+    by_stage = rejects.by_stage()
     return {
         "import_id": plan.import_id,
         "input": str(settings.input),
@@ -362,7 +362,7 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
     }
 
 
-def _outcome(settings: RunSettings, posted: Posted, rejects: pl.DataFrame) -> tuple[int, str]:
+def _outcome(settings: RunSettings, posted: Posted, rejects: report.Rejects) -> tuple[int, str]:
     if posted.interrupted:
         return EXIT_ABORTED, "interrupted"
     if posted.aborted is not None:

@@ -94,7 +94,12 @@ def reconcile(
             batch_size=int(record.settings["batch_size"]),
         )
         valid, posted = settled(settings, journal)
-    accepted = valid.join(posted.refused.select(SOURCE_ROW), on=SOURCE_ROW, how="anti")
+    refused = posted.refused.frame()
+    accepted = (
+        valid
+        if refused is None
+        else valid.join(refused.select(SOURCE_ROW), on=SOURCE_ROW, how="anti")
+    )
     chosen = _sample(accepted, sample)
     since = datetime.fromisoformat(record.created_at).timestamp()
     with open_client(cfg, credentials_from_env(cfg.engage, env)) as client:

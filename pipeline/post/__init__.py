@@ -30,6 +30,7 @@ from pipeline.errors import EngageError, TransientEngageError
 from pipeline.load import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
 from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
+from pipeline.spool import Spool
 
 __all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
 log = structlog.get_logger("pipeline.post")
@@ -39,7 +40,7 @@ log = structlog.get_logger("pipeline.post")
 class Posted:
     """What became of every planned row, and why the run stopped early, if it did."""
 
-    refused: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=REFUSED_SCHEMA))
+    refused: Spool = field(default_factory=Spool)
     accepted: int = 0
     points: dict[int, Decimal] = field(default_factory=dict)
     requests: int = 0
@@ -146,7 +147,7 @@ PREFETCH = 64  # batches planned ahead of the ones in flight
 
 def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Posted:
     return Posted(
-        refused=ledger.frame(),
+        refused=ledger.refused,
         accepted=ledger.accepted,
         points=dict(ledger.points),
         requests=ledger.requests,

@@ -16,6 +16,7 @@ import polars as pl
 from pipeline.engage import FIELDS
 from pipeline.frames import detached
 from pipeline.load import SOURCE_ROW
+from pipeline.spool import Spool
 from pipeline.validate import RAW
 
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
@@ -35,7 +36,7 @@ class Ledger:
         self.accepted_rows: list[pl.DataFrame] = []
         self.accepted = 0
         self.points: dict[int, Decimal] = defaultdict(Decimal)
-        self.refused: list[pl.DataFrame] = []
+        self.refused = Spool()  # in bounded memory: a stopped run's unsent rows may be millions
         self.requests = 0
         self.unmatched = 0  # notAccepted rows that matched no row sent
         self._open: dict[int, list[pl.Series]] = {}  # seq -> rows settled, while in flight
@@ -58,8 +59,8 @@ class Ledger:
             pl.lit(key, pl.String).alias("idempotencyKey"),
             *[pl.col(RAW[f]).alias(f) for f in FIELDS],
         )  # fmt: skip
+        self.refused.add(detached(refused))  # not the whole piece's text
         with self._lock:
-            self.refused.append(detached(refused))  # not the whole piece's text
             self._note(rows, seq)
 
     def refuse(
@@ -133,6 +134,5 @@ class Ledger:
 
     def frame(self) -> pl.DataFrame:
         """Every refused row (sourceRow, stage, reason, idempotencyKey, the input's fields)."""
-        with self._lock:
-            parts = list(self.refused)
-        return pl.concat(parts) if parts else pl.DataFrame(schema=REFUSED_SCHEMA)
+        frame = self.refused.frame()
+        return pl.DataFrame(schema=REFUSED_SCHEMA) if frame is None else frame

@@ -7,6 +7,7 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+from pipeline import spool
 from pipeline.simulator.fixture import contact_id
 from tests.conftest import FAST_RETRY, SAMPLE, stored, write_csv
 
@@ -59,6 +60,23 @@ def test_sample_imports_every_valid_row_once_and_reports_the_bad_ones(simulator,
     accepted = [row for n, row in _input_rows(SAMPLE).items() if n not in rejected_rows]
     assert Counter(_content(t) for t in stored(sim)) == Counter(_content(r) for r in accepted)
     assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
+
+
+def test_rejects_spilled_to_disk_make_the_same_report(simulator, run_cli, monkeypatch):
+    """With the rejects held in memory or spilled to disk a few rows at a time (as a file of
+    millions of bad rows is), the same report, byte for byte, and the same summary."""
+    reports = []
+    for spill_rows, span in ((None, None), (3, 500)):
+        monkeypatch.setattr(spool, "SPILL_ROWS", spill_rows or spool.SPILL_ROWS)
+        monkeypatch.setattr(spool, "SPAN", span or spool.SPAN)
+        result = run_cli("run", "--dry-run", str(SAMPLE), "--summary", "summary.json",
+                         config=DEMO_TZ)  # fmt: skip
+        assert result.code == 3, result.err
+        summary = result.summary()
+        reports.append(((result.workdir / "transactions.rejects.csv").read_bytes(),
+                        summary["rows_invalid"], summary["rejected_by_stage"]))  # fmt: skip
+    assert reports[0] == reports[1]
+    assert reports[0][1] == 20  # the sample's bad rows a dry run sees (no definitions)
 
 
 def test_running_the_same_file_again_adds_nothing(simulator, run_cli):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import tempfile
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.engage import FIELDS
 from pipeline.load import load
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger
-from pipeline.report import REJECT_COLUMNS, points, rejects, write_rejects
+from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, rejects, write_rejects
+from pipeline.spool import Spool
 from pipeline.validate import RAW
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
@@ -22,7 +28,7 @@ def invalid(rows: list[int]) -> pl.DataFrame:
     data["description"] = ['say "hi",\nthen go'] * len(rows)
     return pl.DataFrame(
         {"sourceRow": rows, **data, "reason": ["amount must be a number"] * len(rows)}
-    )
+    ).with_columns(stage=pl.lit("validation"), idempotencyKey=pl.lit(None, pl.String))
 
 
 def refused(rows: list[tuple[int, str]]) -> pl.DataFrame:
@@ -32,9 +38,16 @@ def refused(rows: list[tuple[int, str]]) -> pl.DataFrame:
     )  # fmt: skip
 
 
+def spooled(*frames: pl.DataFrame, spill_rows: int | None = None, span: int | None = None) -> Spool:
+    spool = Spool(spill_rows, span)
+    for frame in frames:
+        spool.add(frame)
+    return spool
+
+
 def test_rejects_hold_every_refused_row_in_input_order_with_its_input_values():
     """Validation and server rejects together, sorted by sourceRow, values as in the input."""
-    frame = rejects([invalid([4]), invalid([1])], refused([(3, "server")]))
+    frame = rejects(spooled(invalid([4]), invalid([1])), spooled(refused([(3, "server")]))).frame()
     assert frame.columns == list(REJECT_COLUMNS)
     assert frame.select("sourceRow", "stage", "amount").rows() == [
         (1, "validation", "1,5"), (3, "server", "2"), (4, "validation", "1,5")]  # fmt: skip
@@ -43,11 +56,59 @@ def test_rejects_hold_every_refused_row_in_input_order_with_its_input_values():
 
 def test_the_rejects_file_loads_again_as_input(tmp_path):
     """Written and loaded back, the rejects' eight fields are the same; extra columns ignored."""
-    frame = rejects([invalid([1, 2])], refused([]))
-    write_rejects(frame, tmp_path / "r.csv")
+    frame = rejects(spooled(invalid([1, 2])), spooled(refused([]))).frame()
+    write_rejects(rejects(spooled(invalid([1, 2]))), tmp_path / "r.csv")
     again = load(tmp_path / "r.csv").frame
     assert again.select(FIELDS).rows() == frame.select(FIELDS).rows()
     assert again["sourceRow"].to_list() == [1, 2]  # its own row numbers, not the old ones
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.permutations(range(1, 41)),
+    stages=st.lists(st.sampled_from(STAGES), min_size=40, max_size=40),
+    spill_rows=st.integers(1, 12),
+    span=st.integers(1, 9),
+)
+def test_rejects_spooled_to_disk_come_back_as_if_held(order, stages, spill_rows, span):
+    """Rows added in any order, in frames of any size, spilled to disk in spans or held:
+    the same rows in input order, the same counts by stage, and the same CSV."""
+    frames = [
+        invalid(order[i : i + 3]).with_columns(pl.Series("stage", stages[i : i + 3]))
+        for i in range(0, 40, 3)
+    ]
+    held = rejects(spooled(*frames[:5]), spooled(*frames[5:]))
+    spilled = rejects(
+        spooled(*frames[:5], spill_rows=spill_rows, span=span),
+        spooled(*frames[5:], spill_rows=spill_rows, span=span),
+    )
+    assert spilled.frame().equals(held.frame())
+    assert held.frame()["sourceRow"].to_list() == list(range(1, 41))
+    assert spilled.by_stage() == held.by_stage() == {s: stages.count(s) for s in STAGES}
+    assert all(part.height <= span for part in spilled.parts())
+    assert _csv(spilled) == _csv(held)
+
+
+def _csv(found: Rejects) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        write_rejects(found, Path(folder) / "r.csv")
+        return (Path(folder) / "r.csv").read_bytes()
+
+
+def test_a_spool_s_folder_goes_with_it():
+    """Spilled rows live in a temporary folder, removed when the spool is."""
+    spool = spooled(invalid([1, 2, 3]), spill_rows=1)
+    folder = spool._folder
+    assert folder is not None and any(folder.iterdir())
+    del spool
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_no_rejects_is_a_header_only_report(tmp_path):
+    """A run without rejects still writes the report: its header, so no stale file misleads."""
+    write_rejects(rejects(Spool(), Spool()), tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text().strip() == ",".join(REJECT_COLUMNS)
 
 
 def test_points_are_summed_exactly_per_definition():

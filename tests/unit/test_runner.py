@@ -37,7 +37,7 @@ def test_without_a_definitions_endpoint_rows_are_sent_unchecked(tmp_path):
     report = run(RunSettings(input=path, config=Config(), timezone="UTC"), client)
     assert report.exit_code == 3
     assert report.summary["rows_accepted"] == 1
-    assert report.rejects["reason"].to_list() == [
+    assert report.rejects.frame()["reason"].to_list() == [
         "not accepted by Engage: point definition 9 does not exist in Engage"
     ]
     assert "POST /api/v2/point-accounts/transactions" in seen
