@@ -87,6 +87,8 @@ CREATE TABLE refused (
 );
 """
 _MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version-1 to version
+# what a resumed run looks up a batch at a time; an index changes nothing an older version reads
+_INDEXES = "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)"
 
 
 @dataclass(frozen=True)
@@ -392,14 +394,19 @@ class Journal:
                 ],
             )
 
-    def refused(self, import_id: str) -> list[tuple[int, int, str, str, str]]:
-        """Every refused row: (sourceRow, seq, part, stage, reason)."""
+    def refused_in(self, import_id: str, seq: int, part: str) -> list[tuple[int, str, str]]:
+        """The rows one batch refused: (sourceRow, stage, reason); a batch at a time, so that a
+        resumed run does not hold millions of them."""
         rows = self._read(
-            "SELECT source_row, seq, part, stage, reason FROM refused"
-            " WHERE import_id = ? ORDER BY source_row",
-            (import_id,),
+            "SELECT source_row, stage, reason FROM refused"
+            " WHERE import_id = ? AND seq = ? AND part = ? ORDER BY source_row",
+            (import_id, seq, part),
         )
-        return [(r["source_row"], r["seq"], r["part"], r["stage"], r["reason"]) for r in rows]
+        return [(r["source_row"], r["stage"], r["reason"]) for r in rows]
+
+    def refused_count(self, import_id: str) -> int:
+        rows = self._read("SELECT COUNT(*) AS n FROM refused WHERE import_id = ?", (import_id,))
+        return int(rows[0]["n"])
 
     def counts(self, import_id: str) -> dict[str, int]:
         rows = self._read(
@@ -429,6 +436,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
                 _create(db)
             else:
                 _check(db, tables, path)
+            db.execute(_INDEXES)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:

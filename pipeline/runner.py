@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +271,7 @@ def _shaping(settings: RunSettings) -> dict[str, Any]:
 
 
 def _resume(journal: Journal, import_id: str, settings: RunSettings) -> Resume:
-    refused: dict[tuple[int, str], Refused] = {}
-    for row, seq, part, stage, reason in journal.refused(import_id):
-        refused.setdefault((seq, part), []).append((row, stage, reason))
+    refused = partial(journal.refused_in, import_id)
     return Resume(journal.batches(import_id), refused, settings.config.journal.idempotency_window)
 
 

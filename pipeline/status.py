@@ -39,13 +39,13 @@ def status(state_dir: Path, import_id: str | None) -> int:
     with Journal.open(state_dir, create=False) as journal:
         record = _record(journal, import_id)
         counts = journal.counts(record.import_id)
-        refused = journal.refused(record.import_id)
+        refused = journal.refused_count(record.import_id)
     _say(
         f"import {record.import_id}: {record.status}"
         + (f" (exit {record.exit_code})" if record.exit_code is not None else "")
     )
     _say(f"  input      {record.input_path} (sha256 {record.input_sha256[:16]}…)")
-    _say(f"  rows       {record.rows} read; {len(refused)} refused by Engage so far")
+    _say(f"  rows       {record.rows} read; {refused} refused by Engage so far")
     _say(
         f"  batches    {record.batches} planned; by state: "
         + ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))

@@ -58,7 +58,9 @@ class Resume:
     """What earlier runs of this import recorded, and how long Engage remembers a key."""
 
     records: dict[tuple[int, str], BatchRecord] = field(default_factory=dict)
-    refused: dict[tuple[int, str], Refused] = field(default_factory=dict)
+    refused: Callable[[int, str], Refused] = (
+        lambda seq, part: []
+    )  # a settled batch's, by (seq, part)
     window_s: float = 82800.0
     now: Callable[[], float] = time.time
 
@@ -87,7 +89,7 @@ class Poster:
         record = self.resume.records.get((batch.seq, batch.part))
         state = record.state if record else "planned"
         if record and state in ("done", "failed"):
-            refused = self.resume.refused.get((batch.seq, batch.part), [])
+            refused = self.resume.refused(batch.seq, batch.part)
             self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
         elif record and state in ("split", "reconciled"):
             self._walk_children(batch, record)

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,7 @@ def planned(journal: Journal, frame: pl.DataFrame, size: int) -> list[Batch]:
 
 def resume_of(journal: Journal, now: float, window: float = WINDOW) -> Resume:
     """What the journal recorded, as the runner hands it to post()."""
-    refused: dict[tuple[int, str], Refused] = {}
-    for row, seq, part, stage, reason in journal.refused(ID):
-        refused.setdefault((seq, part), []).append((row, stage, reason))
+    refused = partial(journal.refused_in, ID)
     return Resume(journal.batches(ID), refused, window, lambda: now)
 
 
@@ -363,8 +362,8 @@ def test_a_refused_batch_is_recorded_split_then_its_halves(journal: Journal):
     records = journal.batches(ID)
     assert [records[(1, p)].state for p in ("", "0", "1")] == ["split", "done", "failed"]
     assert records[(1, "1")].status == 400
-    [(row, seq, part, stage, reason)] = journal.refused(ID)
-    assert (row, seq, part, stage) == (2, 1, "1", "batch") and "400" in reason
+    [(row, stage, reason)] = journal.refused_in(ID, 1, "1")
+    assert (row, stage, journal.refused_count(ID)) == (2, "batch", 1) and "400" in reason
 
     again = Engage()
     replayed = post(batches, again.client(), resume=resume_of(journal, T0))
