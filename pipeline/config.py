@@ -142,7 +142,16 @@ def credentials_from_env(cfg: EngageConfig, env: dict[str, str] | None = None) -
 
 def check_base_url(url: str, name: str = "the base URL") -> None:
     """HTTPS is required, except on the loopback interface (the simulator)."""
-    parts = urlsplit(url)
+    import httpx  # here: a validation without network does not need it
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # in range
+        httpx.URL(url)  # what the client will make of it
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise ValueError("it holds a space or a control character")
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ConfigError(f"{name} is not a valid URL ({exc}): {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name} is not an http(s) URL: {url!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):

@@ -8,6 +8,7 @@ from the config; ``sleep`` is injectable so unit tests never wait.
 from __future__ import annotations
 
 import email.utils
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -217,7 +218,10 @@ class EngageClient:
     def _pace(self, response: httpx.Response) -> None:
         assert self._limiter is not None
         if response.status_code == 429:
-            self._limiter.throttled(_retry_after(response))
+            hinted = _retry_after(response)
+            self._limiter.throttled(
+                None if hinted is None else min(hinted, self._retry.max_retry_after)
+            )
         elif response.status_code < 400:
             self._limiter.succeeded()
 
@@ -250,15 +254,18 @@ def _raise_for_status(response: httpx.Response, what: str) -> None:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds, or an HTTP date; None for anything else (then the back-off decides)."""
     value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    return max(0.0, when.timestamp() - time.time()) if when else None
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _json(response: httpx.Response) -> Any:

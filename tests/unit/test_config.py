@@ -72,6 +72,16 @@ def test_https_or_loopback_is_allowed(url):
     check_base_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1", "https://exa mple.com", "https://t.voyado.com:99999", "https://t\x00.com"],
+)
+def test_a_malformed_base_url_is_a_config_error(url):
+    """Not an internal error at the first request: exit 2 before anything is read."""
+    with pytest.raises(ConfigError, match="not a valid URL"):
+        check_base_url(url)
+
+
 @pytest.mark.parametrize("url", ["http://t.voyado.com", "ftp://x", "t.voyado.com"])
 def test_plain_http_elsewhere_is_refused(url):
     """No API key goes over plain HTTP to another machine."""

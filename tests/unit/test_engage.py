@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -15,6 +16,7 @@ from pipeline.errors import (
     FatalEngageError,
     TransientEngageError,
 )
+from pipeline.limits import RateLimiter
 
 Handler = Callable[[httpx.Request], httpx.Response]
 OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
@@ -120,6 +122,26 @@ def test_retry_after_is_honoured():
     sleeps: list[float] = []
     client(handle, sleeps).post_transactions(b"[]", "k")
     assert sleeps and sleeps[0] >= 1.5
+
+
+@pytest.mark.parametrize(
+    "hint", ["soon", "inf", "nan", "1e400", "99999999999999999999", "Fri, 01 Jan 2100 00:00:00 GMT"]
+)
+def test_an_odd_retry_after_neither_crashes_nor_stalls_the_run(hint):
+    """A Retry-After that is no number or date is ignored; a huge one is capped by
+    max_retry_after, in the back-off and in the rate limiter's pause alike."""
+    handle, _ = answers(
+        httpx.Response(429, headers={"Retry-After": hint}), httpx.Response(202, json=OK)
+    )
+    sleeps: list[float] = []
+    http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
+    limiter = RateLimiter(1000)
+    retry = RetryConfig(max_attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05)
+    engage = EngageClient(http, retry, sleep=sleeps.append, limiter=limiter)
+    started = time.monotonic()
+    assert engage.post_transactions(b"[]", "k").attempts == 2
+    assert sleeps and sleeps[0] <= 0.05
+    assert limiter._paused_until <= started + 0.05 + 1
 
 
 def test_backoff_grows_exponentially():
