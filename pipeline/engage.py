@@ -295,7 +295,8 @@ def _post_result(response: httpx.Response) -> PostResult:
         )
     return PostResult(
         status=response.status_code,
-        not_accepted=[r for r in lists["notaccepted"] if isinstance(r, dict)],
+        # an entry that is no object matches no row: it is counted as unmatched, not dropped
+        not_accepted=[r if isinstance(r, dict) else {} for r in lists["notaccepted"]],
         error_messages=[str(m) for m in lists["errormessages"]],
         missing_contact_ids=[str(c) for c in lists["missingcontactids"]],
         missing_definition_ids=[int(d) for d in lists["missingdefinitionids"] if _is_int(d)],

@@ -1,14 +1,15 @@
 """Match Engage's ``notAccepted`` rows back to the input rows they stand for.
 
 Engage echoes refused rows without an index or a reason. Each echoed row is matched to the
-first untaken sent row equal on every compared field, trying looser tiers in turn (the echo
-may reformat amounts or dates); its reason is inferred from ``missingContactIds``,
+first untaken sent row equal on every field (dates as instants), then on fewer, in turn (the
+echo may reformat or leave out some); its reason is inferred from ``missingContactIds``,
 ``missingDefinitionIds`` and the ``errorMessages`` that name it.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -17,7 +18,9 @@ import polars as pl
 from pipeline.engage import PostResult
 from pipeline.load import SOURCE_ROW
 
+DATES = ("timestamp", "validfrom", "validto")
 TIERS = (
+    ("contactid", "definitionid", "amount", "source", "description", *DATES),
     ("contactid", "definitionid", "amount", "source", "description"),
     ("contactid", "definitionid", "amount"),
     ("contactid", "definitionid"),
@@ -29,6 +32,9 @@ _API = {
     "amount": "amount",
     "source": "source",
     "description": "description",
+    "timestamp": "timeStamp",
+    "validfrom": "validFrom",
+    "validto": "validTo",
 }
 
 
@@ -65,6 +71,11 @@ def _norm(name: str, value: Any) -> Any:
         try:
             return Decimal(str(value)).normalize()
         except InvalidOperation:
+            return str(value)
+    if name in DATES:  # the same instant, however written
+        try:
+            return datetime.fromisoformat(str(value).replace("z", "Z")).astimezone(UTC)
+        except (ValueError, OverflowError):
             return str(value)
     return str(value)
 

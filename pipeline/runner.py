@@ -366,7 +366,7 @@ def _outcome(settings: RunSettings, posted: Posted, rejects: report.Rejects) -> 
         return EXIT_ABORTED, "interrupted"
     if posted.aborted is not None:
         return EXIT_ABORTED, "aborted"
-    code = EXIT_REJECTS if rejects.height else EXIT_OK
+    code = EXIT_REJECTS if rejects.height or posted.unmatched else EXIT_OK
     return code, "dry run" if settings.dry_run else "completed"
 
 
@@ -380,7 +380,13 @@ def _message(summary: dict[str, Any]) -> str:
             f"dry run: {summary['rows_valid']} rows would be sent in "
             f"{summary['batches_total']} batches; {summary['rows_invalid']} rows rejected"
         )
+    unmatched = summary["not_accepted_unmatched"]
     return (
         f"{summary['rows_accepted']} of {summary['rows_read']} rows accepted; "
         f"{summary['rows_rejected']} rejected"
+    ) + (
+        f"; but Engage refused {unmatched} rows that match no row sent (counted accepted; the"
+        " log names their batches): check those batches in Engage"
+        if unmatched
+        else ""
     )

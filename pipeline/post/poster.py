@@ -137,7 +137,9 @@ class Poster:
             self._refused(batch, exc)
             return
         refused = [(row, "server", why) for row, why in match_not_accepted(batch.rows, result)]
-        self.ledger.count_unmatched(len(result.not_accepted) - len(refused))
+        if unmatched := len(result.not_accepted) - len(refused):
+            self.ledger.count_unmatched(unmatched)
+            bound.warning("not accepted rows match no row sent: counted accepted", count=unmatched)
         self.recorder.settled(batch, "done", result.status, refused)
         self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
         bound.info(

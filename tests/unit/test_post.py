@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.chunk import chunk
 from pipeline.config import RetryConfig
-from pipeline.engage import EngageClient, PostResult
+from pipeline.engage import FIELDS, EngageClient, PostResult
 from pipeline.match import match_not_accepted
 from pipeline.post import post
 from pipeline.post.ledger import Ledger
@@ -79,6 +79,19 @@ def test_identical_rows_are_matched_once_each():
     frame = valid_rows(2, description=["same", "same"], amount=["1", "1"], definitionId=[1, 1])
     result = PostResult(202, not_accepted=[frame.to_dicts()[0]], missing_contact_ids=[])
     assert len(match_not_accepted(frame, result)) == 1
+
+
+@pytest.mark.parametrize("echoed_to", ["2020-01-01T00:00:00+01:00", "2019-12-31T23:00:00Z"])
+def test_rows_told_apart_only_by_a_date_are_matched_by_it(echoed_to):
+    """Two rows equal but for validTo, the second refused: the second is marked, not the
+    first (which Engage stored), however the echo writes the date."""
+    dates = ["2030-01-01T00:00:00+01:00", "2020-01-01T00:00:00+01:00"]
+    frame = valid_rows(
+        2, description=["same"] * 2, amount=["1"] * 2, definitionId=[1, 1], validTo=dates
+    )
+    echo = {**frame.select(FIELDS).to_dicts()[1], "validTo": echoed_to}
+    result = PostResult(202, not_accepted=[echo], error_messages=["validTo is in the past"])
+    assert [row for row, _ in match_not_accepted(frame, result)] == [2]
 
 
 def test_posted_rows_not_accepted_become_server_rejects():

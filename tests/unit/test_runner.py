@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from pipeline.config import Config, RetryConfig
 from pipeline.engage import EngageClient
@@ -41,3 +42,23 @@ def test_without_a_definitions_endpoint_rows_are_sent_unchecked(tmp_path):
         "not accepted by Engage: point definition 9 does not exist in Engage"
     ]
     assert "POST /api/v2/point-accounts/transactions" in seen
+
+
+@pytest.mark.parametrize("echo", [{"contactId": "{" + GUID + "}"}, "row 2"])
+def test_refusals_that_match_no_row_sent_are_not_a_clean_run(tmp_path, echo):
+    """A notAccepted entry that matches no row (reformatted beyond recognition, or not an
+    object): the rows are counted accepted, but the run says so and exits 3, not 0."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(404)
+        return httpx.Response(202, json={**OK, "notAccepted": [echo]})
+
+    rows = [{"contactId": GUID, "amount": "1", "definitionId": "1", "source": "s",
+             "description": f"d{i}"} for i in range(2)]  # fmt: skip
+    http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
+    client = EngageClient(http, RetryConfig(max_attempts=1), sleep=lambda s: None)
+    report = run(RunSettings(input=write_csv(tmp_path / "in.csv", rows), config=Config(),
+                             timezone="UTC"), client)  # fmt: skip
+    assert (report.exit_code, report.summary["not_accepted_unmatched"]) == (3, 1)
+    assert "refused 1 rows that match no row sent" in report.message
