@@ -66,8 +66,8 @@ def import_file(
         force=options.force,
         confirm=options.confirm,
     )
-    _writable(settings.rejects_path, "rejects report")
-    _writable(options.summary, "summary")
+    _writable(settings.rejects_path, "rejects report", input)
+    _writable(options.summary, "summary", input)
     creds = _credentials(cfg, env, options.dry_run)
     stop = threading.Event()
     client = open_client(cfg, creds, stop) if creds else None
@@ -107,10 +107,13 @@ def _set(section: S, **flags: object) -> S:
         raise ConfigError(f"{flag}: {error['msg']}, not {error['input']!r}") from None
 
 
-def _writable(path: Path | None, what: str) -> None:
-    """Known before anything is sent: a report that can't be written is a usage error."""
+def _writable(path: Path | None, what: str, input: Path) -> None:
+    """Known before anything is sent: a report that can't be written is a usage error, and
+    one that would replace the input, or something that is not a file, too."""
     if path is None:
         return
+    if path.exists() and (path.samefile(input) or not path.is_file()):
+        raise ConfigError(f"the {what} would replace {path}, which is the input or not a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -46,6 +46,11 @@ REPEATED = (  # a rejects report fed back: its duplicates, unchanged, stay out
     " allow_duplicates to send it (fingerprint {})"
 )
 FINGERPRINT = r"\(.*fingerprint ([0-9a-f]{16})\)$"
+IN_DOUBT = "outcome unknown"  # how a reason starts when a row may be in Engage
+IN_DOUBT_BEFORE = (  # a rejects report fed back: its rows in doubt stay out (and stay in doubt)
+    "outcome unknown when a run reported it: it may be in Engage; re-run that run's input to"
+    " settle it (or clear this reason to send the row anyway)"
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Check
         .filter("_ok")
         .select(SOURCE_ROW, *_normalised(), *[pl.col(f).alias(RAW[f]) for f in FIELDS])
     )
-    valid, repeated = _repeated(encode(normal.collect()), frame, rules)
+    valid, in_doubt = _in_doubt(encode(normal.collect()), frame)
+    valid, repeated = _repeated(valid, frame, rules)
+    repeated = pl.concat([in_doubt, repeated]) if in_doubt.height else repeated
     failing = prepared.filter(~pl.col("_ok")).drop("_ok")
     valid = valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH))
     if seen is None or rules.allow_duplicates:
@@ -123,6 +130,19 @@ def _repeated(
     same = said.filter(pl.Series(fingerprints(said[JSON])) == said["_was"])[SOURCE_ROW]
     again = pl.col(SOURCE_ROW).is_in(same.implode())
     return valid.filter(~again), _rejected(valid.filter(again), REPEATED)
+
+
+def _in_doubt(valid: pl.DataFrame, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A rejects report fed back: the rows whose outcome it said was unknown, split off (they
+    may be in Engage: sending them again could award their points twice)."""
+    doubt = frame.filter(pl.col(PRIOR_REASON).str.starts_with(IN_DOUBT))[SOURCE_ROW]
+    if doubt.is_empty() or valid.is_empty():
+        return valid, _none()
+    again = pl.col(SOURCE_ROW).is_in(doubt.implode())
+    rows = valid.filter(again)
+    reasons = rows.select(SOURCE_ROW, *[pl.col(RAW[f]).alias(f) for f in FIELDS],
+                          pl.lit(IN_DOUBT_BEFORE).alias(REASON))  # fmt: skip
+    return valid.filter(~again), reasons
 
 
 def _rejected(rows: pl.DataFrame, reason: str, *values: pl.Expr) -> pl.DataFrame:

@@ -7,6 +7,8 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
+
 from pipeline import spool
 from pipeline.simulator.fixture import contact_id
 from tests.conftest import FAST_RETRY, SAMPLE, stored, write_csv
@@ -150,6 +152,39 @@ def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, 
     third = run_cli("run", "fixed.rejects.csv", sim=sim)  # and so on, report after report
     assert third.code == 3, third.err
     assert len(stored(sim)) == 3
+
+
+def test_a_fed_back_report_keeps_its_rows_in_doubt_out(simulator, run_cli, tmp_path):
+    """The first batch applied, then answered 500, with no retry left: exit 1, its rows
+    reported 'outcome unknown', the rest 'unsent'. That report imported as it is (against
+    the README's advice) sends the unsent rows and none of those in doubt, report after
+    report; a row whose reason is cleared is sent."""
+    sim = simulator(faults={"apply_then_fail_rate": 1.0, "apply_then_fail_mode": "500"})
+    write_csv(tmp_path / "in.csv", numbered_rows(30))
+    config = FAST_RETRY.replace("max_attempts = 30", "max_attempts = 1")
+    first = run_cli("run", "in.csv", "--batch-size", "10", "--concurrency", "1", sim=sim,
+                    config=config)  # fmt: skip
+    assert first.code == 1, first.err
+    assert len(stored(sim)) == 10  # the first batch: applied, never answered
+    httpx.put(f"{sim.url}/_sim/faults", json={}).raise_for_status()
+    report = first.rejects("in.rejects.csv")
+    assert {r["reason"].split(" (")[0] for r in report if r["stage"] == "batch"} == {
+        "outcome unknown"
+    }
+    again = run_cli("run", "in.rejects.csv", sim=sim)
+    assert again.code == 3, again.err
+    assert len(stored(sim)) == 30  # the 20 never sent went in; the 10 in doubt not again
+    assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
+    kept = again.rejects("in.rejects.rejects.csv")
+    assert len(kept) == 10 and all(r["reason"].startswith("outcome unknown") for r in kept)
+    kept[0]["reason"] = ""
+    with (tmp_path / "cleared.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(kept[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    third = run_cli("run", "cleared.csv", sim=sim)
+    assert third.code == 3, third.err
+    assert len(stored(sim)) == 31 and len(third.rejects("cleared.rejects.csv")) == 9
 
 
 def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,3 +120,17 @@ def test_a_report_that_cant_be_written_exits_2_before_sending(flag, simulator, r
     assert result.code == 2, result.err
     assert "can't go to a-file/" in result.err
     assert not sim.store.requests
+
+
+@pytest.mark.parametrize("flag", ["--rejects", "--summary"])
+@pytest.mark.parametrize("target", ["in.csv", "./in.csv", "/dev/null"])
+def test_a_report_never_replaces_the_input_or_a_device(flag, target, simulator, run_cli, tmp_path):
+    """`--rejects in.csv in.csv` would overwrite the file being imported: exit 2, unsent."""
+    sim = simulator()
+    text = f"contactId,amount,definitionId,source,description\n{contact_id(1)},1,1,s,d\n"
+    (tmp_path / "in.csv").write_text(text)
+    result = run_cli("run", "in.csv", flag, target, sim=sim)
+    assert result.code == 2, result.err
+    assert "which is the input or not a file" in result.err
+    assert not sim.store.requests and (tmp_path / "in.csv").read_text() == text
+    assert Path("/dev/null").is_char_device()
