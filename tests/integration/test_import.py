@@ -40,6 +40,14 @@ def numbered_rows(n: int) -> list[dict[str, str]]:
     ]
 
 
+def write_report(path: Path, rows: list[dict[str, str]]) -> None:
+    """Rows of a rejects report, edited, with every column it had."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _input_rows(path: Path) -> dict[int, dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
         return dict(enumerate(csv.DictReader(f), start=1))
@@ -113,10 +121,7 @@ def test_fixed_rejects_import_and_nothing_else_twice(simulator, run_cli, tmp_pat
         }
         for r in rows
     ]
-    with (tmp_path / "fixed.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(fixed)
+    write_report(tmp_path / "fixed.csv", fixed)
     result = run_cli("run", "fixed.csv", sim=sim, config=DEMO_TZ)
     assert result.code == 0, result.err
     assert len(stored(sim)) == before + len(rows)
@@ -140,10 +145,7 @@ def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, 
     report = first.rejects("in.rejects.csv")
     assert [r["description"] for r in report] == ["A", "C"]
     report[1]["amount"] = "10"
-    with (tmp_path / "fixed.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(report[0]))
-        writer.writeheader()
-        writer.writerows(report)
+    write_report(tmp_path / "fixed.csv", report)
     again = run_cli("run", "fixed.csv", sim=sim)
     assert again.code == 3, again.err
     assert sorted(t["description"] for t in stored(sim)) == ["A", "B", "C"]
@@ -178,10 +180,7 @@ def test_a_fed_back_report_keeps_its_rows_in_doubt_out(simulator, run_cli, tmp_p
     kept = again.rejects("in.rejects.rejects.csv")
     assert len(kept) == 10 and all(r["reason"].startswith("outcome unknown") for r in kept)
     kept[0]["reason"] = ""
-    with (tmp_path / "cleared.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(kept[0]))
-        writer.writeheader()
-        writer.writerows(kept)
+    write_report(tmp_path / "cleared.csv", kept)
     third = run_cli("run", "cleared.csv", sim=sim)
     assert third.code == 3, third.err
     assert len(stored(sim)) == 31 and len(third.rejects("cleared.rejects.csv")) == 9
