@@ -54,10 +54,6 @@ class Rejects:
 REJECTS_SCHEMA = {**dict.fromkeys(REJECT_COLUMNS, pl.String), SOURCE_ROW: pl.Int64}
 
 
-def rejects(*spools: Spool) -> Rejects:
-    return Rejects(spools)
-
-
 def points(totals: dict[int, Decimal]) -> dict[str, int | float]:
     """Accepted points per definitionId, summed exactly, as JSON numbers."""
     return {str(d): _number(totals[d]) for d in sorted(totals)}

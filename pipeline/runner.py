@@ -317,7 +317,7 @@ def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Post
 
 def _report(settings: RunSettings, plan: Plan, posted: Posted, started: datetime,
             clock: float, note: str) -> RunReport:  # fmt: skip
-    rejects = report.rejects(plan.tally.invalid, posted.refused)
+    rejects = report.Rejects((plan.tally.invalid, posted.refused))
     summary = _summary(settings, plan, posted, rejects)
     summary.update(started_at=started.isoformat(timespec="seconds"),
                    duration_s=round(time.perf_counter() - clock, 3))  # fmt: skip

@@ -58,9 +58,8 @@ class Resume:
     """What earlier runs of this import recorded, and how long Engage remembers a key."""
 
     records: dict[tuple[int, str], BatchRecord] = field(default_factory=dict)
-    refused: Callable[[int, str], Refused] = (
-        lambda seq, part: []
-    )  # a settled batch's, by (seq, part)
+    # the rows a settled batch refused, looked up by (seq, part) when it is replayed
+    refused: Callable[[int, str], Refused] = lambda seq, part: []
     window_s: float = 82800.0
     now: Callable[[], float] = time.time
 

@@ -139,20 +139,18 @@ def _in_doubt(valid: pl.DataFrame, frame: pl.DataFrame) -> tuple[pl.DataFrame, p
     if doubt.is_empty() or valid.is_empty():
         return valid, _none()
     again = pl.col(SOURCE_ROW).is_in(doubt.implode())
-    rows = valid.filter(again)
-    reasons = rows.select(SOURCE_ROW, *[pl.col(RAW[f]).alias(f) for f in FIELDS],
-                          pl.lit(IN_DOUBT_BEFORE).alias(REASON))  # fmt: skip
-    return valid.filter(~again), reasons
+    return valid.filter(~again), _as_rejects(valid.filter(again), pl.lit(IN_DOUBT_BEFORE))
 
 
 def _rejected(rows: pl.DataFrame, reason: str, *values: pl.Expr) -> pl.DataFrame:
     """``rows`` (valid, encoded) as rejects, ``reason`` given ``values`` and a fingerprint."""
     printed = pl.Series("_print", fingerprints(rows[JSON]), dtype=pl.String)
-    return rows.with_columns(printed).select(
-        SOURCE_ROW,
-        *[pl.col(RAW[f]).alias(f) for f in FIELDS],
-        pl.format(reason, *values, "_print").alias(REASON),
-    )
+    return _as_rejects(rows.with_columns(printed), pl.format(reason, *values, "_print"))
+
+
+def _as_rejects(rows: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
+    """Valid rows as invalid ones: sourceRow, FIELDS as in the input, ``reason``."""
+    return rows.select(SOURCE_ROW, *[pl.col(RAW[f]).alias(f) for f in FIELDS], reason.alias(REASON))
 
 
 def fingerprints(json: pl.Series) -> list[str]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline.engage import FIELDS
 from pipeline.load import load
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger
-from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, rejects, write_rejects
+from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, write_rejects
 from pipeline.spool import Spool
 from pipeline.validate import RAW
 
@@ -47,7 +47,9 @@ def spooled(*frames: pl.DataFrame, spill_rows: int | None = None, span: int | No
 
 def test_rejects_hold_every_refused_row_in_input_order_with_its_input_values():
     """Validation and server rejects together, sorted by sourceRow, values as in the input."""
-    frame = rejects(spooled(invalid([4]), invalid([1])), spooled(refused([(3, "server")]))).frame()
+    frame = Rejects(
+        (spooled(invalid([4]), invalid([1])), spooled(refused([(3, "server")])))
+    ).frame()
     assert frame.columns == list(REJECT_COLUMNS)
     assert frame.select("sourceRow", "stage", "amount").rows() == [
         (1, "validation", "1,5"), (3, "server", "2"), (4, "validation", "1,5")]  # fmt: skip
@@ -56,8 +58,8 @@ def test_rejects_hold_every_refused_row_in_input_order_with_its_input_values():
 
 def test_the_rejects_file_loads_again_as_input(tmp_path):
     """Written and loaded back, the rejects' eight fields are the same; extra columns ignored."""
-    frame = rejects(spooled(invalid([1, 2])), spooled(refused([]))).frame()
-    write_rejects(rejects(spooled(invalid([1, 2]))), tmp_path / "r.csv")
+    frame = Rejects((spooled(invalid([1, 2])), spooled(refused([])))).frame()
+    write_rejects(Rejects((spooled(invalid([1, 2])),)), tmp_path / "r.csv")
     again = load(tmp_path / "r.csv").frame
     assert again.select(FIELDS).rows() == frame.select(FIELDS).rows()
     assert again["sourceRow"].to_list() == [1, 2]  # its own row numbers, not the old ones
@@ -77,10 +79,12 @@ def test_rejects_spooled_to_disk_come_back_as_if_held(order, stages, spill_rows,
         invalid(order[i : i + 3]).with_columns(pl.Series("stage", stages[i : i + 3]))
         for i in range(0, 40, 3)
     ]
-    held = rejects(spooled(*frames[:5]), spooled(*frames[5:]))
-    spilled = rejects(
-        spooled(*frames[:5], spill_rows=spill_rows, span=span),
-        spooled(*frames[5:], spill_rows=spill_rows, span=span),
+    held = Rejects((spooled(*frames[:5]), spooled(*frames[5:])))
+    spilled = Rejects(
+        (
+            spooled(*frames[:5], spill_rows=spill_rows, span=span),
+            spooled(*frames[5:], spill_rows=spill_rows, span=span),
+        )
     )
     assert spilled.frame().equals(held.frame())
     assert held.frame()["sourceRow"].to_list() == list(range(1, 41))
@@ -107,7 +111,7 @@ def test_a_spool_s_folder_goes_with_it():
 
 def test_no_rejects_is_a_header_only_report(tmp_path):
     """A run without rejects still writes the report: its header, so no stale file misleads."""
-    write_rejects(rejects(Spool(), Spool()), tmp_path / "r.csv")
+    write_rejects(Rejects((Spool(), Spool())), tmp_path / "r.csv")
     assert (tmp_path / "r.csv").read_text().strip() == ",".join(REJECT_COLUMNS)
 
 
