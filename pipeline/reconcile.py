@@ -3,12 +3,17 @@
 Voyado's advice for a POST whose outcome is unknown is to check with a GET before sending it
 again. A row is found when one of its account's transactions has the same source,
 description and amount, the same instants for the dates the row gives (timeStamp,
-validFrom, validTo), and was created no earlier than the row was first sent (so last
-month's identical row is not taken for it). Each transaction stands for one row at most.
+validFrom, validTo) and plausible ones for those it leaves out, and was created no earlier
+than the row was first sent (so last month's identical row is not taken for it). Each
+transaction stands for one row at most.
 
-Not covered: two rows of one import identical in every field (only with allow_duplicates),
-one of them in a settled batch sent minutes before the other was in doubt: the settled one's
-transaction can stand for the in-doubt one, which is then not re-sent.
+A date the row does not give, Engage sets: timeStamp and validFrom to the time of the
+request (so the transaction's must lie within a day's time zones of its creation: a
+transaction back-dated by another row's timeStamp is not this row's), validTo to anything.
+
+Not covered: two rows of one import equal but for dates one of them leaves out (or identical,
+with allow_duplicates), one in a settled batch sent the same day the other was in doubt: the
+settled one's transaction can stand for the in-doubt one, which is then not re-sent.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import polars as pl
 from pipeline.load import SOURCE_ROW
 
 SLACK_S = 300.0  # clocks differ: a transaction may look a little older than our send
+DEFAULTED_S = 14 * 3600 + SLACK_S  # a date Engage set to "now", in any zone, vs createdOn
 
 
 class Ledger(Protocol):
@@ -79,9 +85,20 @@ def _same(row: dict[str, Any], held: dict[str, Any]) -> bool:
         return False
     dates = (("timeStamp", "transactionDate"), ("validFrom", "validFrom"), ("validTo", "validTo"))
     return all(
-        row.get(ours) is None or _instant(held.get(theirs)) == _instant(row[ours])
+        _defaulted(held, theirs) if row.get(ours) is None else
+        _instant(held.get(theirs)) == _instant(row[ours])
         for ours, theirs in dates
-    )
+    )  # fmt: skip
+
+
+def _defaulted(held: dict[str, Any], name: str) -> bool:
+    """Whether Engage could have set ``name`` itself, the row giving none: a date it defaults
+    to the time of the request is within a day's zones of the transaction's creation (one
+    back-dated by another row's own timeStamp is not); validTo has no such default."""
+    value, created = _instant(held.get(name)), _instant(held.get("createdOn"))
+    if name == "validTo" or value is None or created is None:
+        return True
+    return abs((value - created).total_seconds()) <= DEFAULTED_S
 
 
 def _decimal(value: Any) -> Decimal | None:
