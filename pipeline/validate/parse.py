@@ -2,13 +2,17 @@
 
 ``_<field>`` holds the normalised value (a lower-case GUID, the amount as canonical decimal
 text, the definition id as an integer, dates as instants in the configured zone) and
-``_<date>_out`` a date as it is sent, with the zone's offset; null where the text is not
-one. Most files hold one shape per column (a plain GUID, ``12.5``, ``2026-11-26T10:00:00+01:00``),
-so those shapes are read by a fast path; the rows it can't read go through the full
-parser, which accepts every documented form and defines the result (tests hold them equal).
+``_<date>_out`` a date as it is sent, with the zone's offset (in UTC before the zone's
+offsets were whole minutes); null where the text is not one. Most files hold one shape per
+column (a plain GUID, ``12.5``, ``2026-11-26T10:00:00+01:00``), so those shapes are read by
+a fast path; the rows it can't read go through the full parser, which accepts every
+documented form and defines the result (tests hold them equal).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
 
 import polars as pl
 
@@ -43,7 +47,7 @@ def prepare(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
         .drop(offsets.values())
         .collect()
     )
-    fast = _formatted(fast)
+    fast = _in_utc_before_whole_minutes(_formatted(fast), tz)
     unread = pl.any_horizontal(pl.col(f).is_not_null() & pl.col(f"_{f}").is_null() for f in PARSED)
     redo = fast.select(pl.arg_where(unread)).to_series()
     if redo.is_empty():
@@ -102,10 +106,37 @@ def _formatted(fast: pl.DataFrame) -> pl.DataFrame:
     return fast
 
 
+def _in_utc_before_whole_minutes(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
+    """Dates from before the zone's offsets were whole minutes (local mean time, -00:44:30
+    say) sent in UTC: ``±HH:MM`` can't write such an offset without moving the instant."""
+    since = _whole_minutes_since(tz)
+    for field in DATE_FIELDS if since is not None else ():
+        at = frame[f"_{field}"]
+        rows = (at.dt.epoch("s") < since).arg_true()
+        if len(rows):
+            in_utc = at.gather(rows).dt.convert_time_zone("UTC").dt.strftime(OUT_FORMAT)
+            frame = frame.with_columns(frame[f"_{field}_out"].scatter(rows, in_utc))
+    return frame
+
+
+@cache
+def _whole_minutes_since(tz: str) -> int | None:
+    """The instant (epoch seconds) from which ``tz``'s offsets are whole minutes, as polars
+    knows the zone; None if always. Probed a day at a time from 1800 (local mean time is
+    older) to 2100."""
+    days = pl.datetime_range(
+        datetime(1800, 1, 1), datetime(2100, 1, 1), "1d", time_zone="UTC", eager=True
+    )
+    local = days.dt.convert_time_zone(tz)
+    odd = (local.dt.base_utc_offset() + local.dt.dst_offset()).dt.total_seconds() % 60 != 0
+    last = days.filter(odd).dt.epoch("s").max()
+    return None if last is None else int(last) + 86400  # type: ignore[arg-type]
+
+
 def _full(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """Every helper column by the full parser (every documented form)."""
     contact = pl.col("contactId").str.strip_chars()
-    return (
+    full = (
         frame.lazy()
         .select(
             contact.str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase().alias("_contactId"),
@@ -119,6 +150,7 @@ def _full(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
         )
         .collect()
     )
+    return _in_utc_before_whole_minutes(full, tz)
 
 
 def _repeats(column: pl.Series) -> bool:

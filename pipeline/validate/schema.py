@@ -8,6 +8,7 @@ all as one pass over a piece, and pandera itself runs only on the rows that fail
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -25,6 +26,10 @@ REASON = "reason"
 MALFORMED = "the row is malformed"  # stands for the row's _loadError
 CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 and C1, but tab, LF and CR
 MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly
+YEARS_1_TO_9999 = (  # epoch seconds, a day inside each end: in every zone's offset too
+    int(datetime(1, 1, 2, tzinfo=UTC).timestamp()),
+    int(datetime(9999, 12, 30, tzinfo=UTC).timestamp()),
+)
 DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
 
 
@@ -99,11 +104,16 @@ def _text_checks(field: str, max_length: int) -> list[Check]:
 
 
 def _date_checks(field: str) -> list[Check]:
+    at = pl.col(f"_{field}")
     return [
         Check(
-            _blank(field) | pl.col(f"_{field}").is_not_null(),
+            _blank(field) | at.is_not_null(),
             f"{field} must be {DATE_HINT}, existing in the configured time zone",
-        )
+        ),
+        Check(  # years 1 to 9999 in any offset: what ISO 8601 (and Engage's .NET) can write
+            at.is_null() | at.dt.epoch("s").is_between(*YEARS_1_TO_9999),
+            f"{field} must lie between the years 1 and 9999",
+        ),
     ]
 
 

@@ -281,6 +281,30 @@ def test_date_in_the_dst_gap_is_rejected() -> None:
     assert "existing in the configured time zone" in got
 
 
+@pytest.mark.parametrize(
+    ("given", "zone", "expected"),
+    [
+        ("1960-05-01T10:00:00", "Africa/Monrovia", "1960-05-01T10:44:30+00:00"),  # -00:44:30
+        ("1970-06-10T12:00:00-00:45", "Africa/Monrovia", "1970-06-10T12:45:00+00:00"),
+        ("1980-01-01T12:00:00", "Africa/Monrovia", "1980-01-01T12:00:00+00:00"),  # whole again
+    ],
+)
+def test_a_zone_offset_of_seconds_is_sent_in_utc(given: str, zone: str, expected: str) -> None:
+    """Local mean time (an offset with seconds) can't be written as +-HH:MM without moving
+    the instant: such dates go in UTC, the same instant."""
+    assert sent({"timeStamp": given}, "timeStamp", timezone=zone) == expected
+
+
+@pytest.mark.parametrize(
+    "given", ["9999-12-31T23:59:59-01:00", "9999-12-31", "0001-01-01T00:00:00+01:00", "0001-01-01"]
+)
+def test_dates_beyond_the_years_1_to_9999_are_rejected(given: str) -> None:
+    """At the calendar's ends a date in another offset falls outside what can be written
+    (+10000-01-01, 0000-12-31): rejected, not sent malformed."""
+    got = reason({"validTo": given}, timezone="Europe/Stockholm")
+    assert got == "validTo must lie between the years 1 and 9999"
+
+
 def test_dst_gap_is_fine_with_an_explicit_offset() -> None:
     """The same wall time with an offset is an instant, so it is valid."""
     got = sent({"timeStamp": "2026-03-29T02:30:00+01:00"}, "timeStamp", timezone="Europe/Stockholm")
