@@ -135,8 +135,8 @@ class Poster:
             bound.warning("batch refused", status=exc.status, latency_s=_since(started))
             self._refused(batch, exc)
             return
-        refused = [(row, "server", why) for row, why in match_not_accepted(batch.rows, result)]
-        if unmatched := len(result.not_accepted) - len(refused):
+        refused, unmatched = match_not_accepted(batch.rows, result)
+        if unmatched:
             self.ledger.count_unmatched(unmatched)
             bound.warning("not accepted rows match no row sent: counted accepted", count=unmatched)
         self.recorder.settled(batch, "done", result.status, refused)

@@ -68,7 +68,7 @@ def test_not_accepted_rows_are_matched_by_content_with_their_reason():
         missing_definition_ids=[9],
         error_messages=["row 1: source is required"],
     )
-    matched = dict(match_not_accepted(frame, result))
+    matched = {row: why for row, _, why in match_not_accepted(frame, result).refused}
     assert set(matched) == {2, 4}
     assert "point definition 9 does not exist" in matched[4]
     assert "row 1: source is required" in matched[2]
@@ -78,7 +78,7 @@ def test_identical_rows_are_matched_once_each():
     """Two equal rows, one refused: exactly one of them is marked."""
     frame = valid_rows(2, description=["same", "same"], amount=["1", "1"], definitionId=[1, 1])
     result = PostResult(202, not_accepted=[frame.to_dicts()[0]], missing_contact_ids=[])
-    assert len(match_not_accepted(frame, result)) == 1
+    assert len(match_not_accepted(frame, result).refused) == 1
 
 
 @pytest.mark.parametrize("echoed_to", ["2020-01-01T00:00:00+01:00", "2019-12-31T23:00:00Z"])
@@ -91,7 +91,30 @@ def test_rows_told_apart_only_by_a_date_are_matched_by_it(echoed_to):
     )
     echo = {**frame.select(FIELDS).to_dicts()[1], "validTo": echoed_to}
     result = PostResult(202, not_accepted=[echo], error_messages=["validTo is in the past"])
-    assert [row for row, _ in match_not_accepted(frame, result)] == [2]
+    assert [row for row, _, _ in match_not_accepted(frame, result).refused] == [2]
+
+
+def test_an_echo_that_can_t_tell_rows_apart_leaves_them_all_in_doubt():
+    """Two rows differing only in validTo, the echo without dates: which one Engage refused
+    is unknown, so neither is taken for accepted nor for refused: both in doubt."""
+    dates = ["2030-01-01T00:00:00+01:00", "2020-01-01T00:00:00+01:00"]
+    frame = valid_rows(
+        3, description=["same"] * 3, amount=["1"] * 3, definitionId=[1] * 3,
+        validTo=[*dates, None],
+    ).with_columns(pl.Series("description", ["same", "same", "other"]))  # fmt: skip
+    echo = frame.select(FIELDS).to_dicts()[1]
+    del echo["validTo"]
+    matched = match_not_accepted(frame, PostResult(202, not_accepted=[echo, echo]))
+    assert [(row, stage) for row, stage, _ in matched.refused] == [(1, "server"), (2, "server")]
+    assert all(why.startswith("outcome unknown") and "rows 1, 2" in why
+               for _, _, why in matched.refused)  # fmt: skip
+    assert matched.unmatched == 0  # the second echo: one of the rows in doubt
+
+
+def test_an_echo_matching_nothing_is_unmatched():
+    frame = valid_rows(2)
+    matched = match_not_accepted(frame, PostResult(202, not_accepted=[{"contactId": "x"}, {}]))
+    assert matched == ([], 2)
 
 
 def test_posted_rows_not_accepted_become_server_rejects():
