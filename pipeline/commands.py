@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline import report
 from pipeline.config import Config, Credentials, credentials_from_env, resolve_timezone
 from pipeline.engage import EngageClient
-from pipeline.errors import EXIT_OK, EXIT_REJECTS, ConfigError
+from pipeline.errors import EXIT_ABORTED, EXIT_OK, EXIT_REJECTS, ConfigError
 from pipeline.journal import Journal
 from pipeline.limits import RateLimiter
 from pipeline.progress import progress_display
@@ -188,10 +188,14 @@ def _write(result: RunReport, rejects: Path | None, summary: Path | None) -> Non
     report.render(result.summary, sys.stderr)
     print(f"points-import: {result.message}", file=sys.stderr)
     if result.rejects.height and rejects is not None:
+        stages = result.rejects.by_stage()
+        pending = stages["batch"] + stages["unsent"] if result.exit_code == EXIT_ABORTED else 0
         print(
-            f"points-import: {result.rejects.height} rejected rows are in {rejects}",
+            f"points-import: {result.rejects.height} rows not accepted are in {rejects}"
+            + (f"; {pending} of them not settled (in doubt or unsent): run the same command"
+               " again to settle them, do not import them from the report" if pending else ""),
             file=sys.stderr,
-        )
+        )  # fmt: skip
 
 
 def demo(cfg: Config, output: Path) -> int:
