@@ -168,7 +168,7 @@ def test_a_fed_back_report_keeps_its_rows_in_doubt_out(simulator, run_cli, tmp_p
                     config=config)  # fmt: skip
     assert first.code == 1, first.err
     assert len(stored(sim)) == 10  # the first batch: applied, never answered
-    assert "30 rows not accepted are in in.rejects.csv; 30 of them not settled" in first.err
+    assert "in.rejects.csv; 30 of them not settled" in first.err
     httpx.put(f"{sim.url}/_sim/faults", json={}).raise_for_status()
     report = first.rejects("in.rejects.csv")
     assert {r["reason"].split(" (")[0] for r in report if r["stage"] == "batch"} == {
