@@ -30,7 +30,7 @@ import structlog
 
 from pipeline.errors import JournalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP = "points-import"
 FILENAME = "journal.sqlite"
 STALE_AFTER_S = 600.0  # a holder silent this long on another host is taken as dead
@@ -73,6 +73,7 @@ CREATE TABLE batches (
     updated_at REAL NOT NULL,
     status INTEGER,
     reason TEXT,
+    unmatched INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (import_id, seq, part)
 );
 CREATE TABLE refused (
@@ -86,7 +87,9 @@ CREATE TABLE refused (
     PRIMARY KEY (import_id, source_row)
 );
 """
-_MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version-1 to version
+_MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-1 to version
+    2: "ALTER TABLE batches ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0",  # a batch's
+}  # notAccepted entries that matched no row sent: remembered for the runs that resume it
 # what a resumed run looks up a batch at a time; an index changes nothing an older version reads
 _INDEXES = "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)"
 
@@ -103,6 +106,7 @@ class BatchRecord:
     status: int | None
     reason: str | None
     source_rows: list[int] | None
+    unmatched: int = 0  # notAccepted entries of its answer that matched no row sent
 
 
 @dataclass(frozen=True)
@@ -354,14 +358,16 @@ class Journal:
         refused: Sequence[tuple[int, str, str]],
         key: str,
         reason: str | None = None,
+        unmatched: int = 0,
     ) -> None:
-        """A batch's final state and the rows it refused: (sourceRow, stage, reason)."""
+        """A batch's final state and the rows it refused: (sourceRow, stage, reason); and how
+        many refusals in its answer matched no row sent."""
         now = self._clock()
         with self._write() as db:
             db.execute(
-                "UPDATE batches SET state = ?, status = ?, reason = ?, updated_at = ?"
-                " WHERE import_id = ? AND seq = ? AND part = ?",
-                (state, status, reason, now, import_id, seq, part),
+                "UPDATE batches SET state = ?, status = ?, reason = ?, unmatched = ?,"
+                " updated_at = ? WHERE import_id = ? AND seq = ? AND part = ?",
+                (state, status, reason, unmatched, now, import_id, seq, part),
             )
             db.executemany(
                 "INSERT OR REPLACE INTO refused (import_id, source_row, seq, part, stage, reason,"
@@ -564,6 +570,7 @@ def _batch(r: sqlite3.Row) -> BatchRecord:
         status=r["status"],
         reason=r["reason"],
         source_rows=json.loads(r["source_rows"]) if r["source_rows"] else None,
+        unmatched=r["unmatched"],
     )
 
 

@@ -285,9 +285,11 @@ class _JournalRecorder:
     def sending(self, batch: Batch) -> None:
         self.journal.sending(self.import_id, batch.seq, batch.part)
 
-    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
+    def settled(
+        self, batch: Batch, state: str, status: int | None, refused: Refused, unmatched: int = 0
+    ) -> None:
         self.journal.settle(self.import_id, batch.seq, batch.part, state, status, refused,
-                            batch.key)  # fmt: skip
+                            batch.key, unmatched=unmatched)  # fmt: skip
 
     def divided(self, batch: Batch, state: str, children: Sequence[Batch],
                 explicit: bool) -> None:  # fmt: skip
@@ -371,6 +373,16 @@ def _outcome(settings: RunSettings, posted: Posted, rejects: report.Rejects) -> 
 
 
 def _message(summary: dict[str, Any]) -> str:
+    unmatched = summary["not_accepted_unmatched"]
+    return _outcome_message(summary) + (
+        f"; Engage refused {unmatched} rows that match no row sent (counted accepted; the log"
+        " names their batches): check those batches in Engage"
+        if unmatched
+        else ""
+    )
+
+
+def _outcome_message(summary: dict[str, Any]) -> str:
     if summary["rows_read"] == 0:
         return "nothing to import: the input has a header but no rows"
     if summary["status"] in ("aborted", "interrupted"):
@@ -380,13 +392,7 @@ def _message(summary: dict[str, Any]) -> str:
             f"dry run: {summary['rows_valid']} rows would be sent in "
             f"{summary['batches_total']} batches; {summary['rows_invalid']} rows rejected"
         )
-    unmatched = summary["not_accepted_unmatched"]
     return (
         f"{summary['rows_accepted']} of {summary['rows_read']} rows accepted; "
         f"{summary['rows_rejected']} rejected"
-    ) + (
-        f"; but Engage refused {unmatched} rows that match no row sent (counted accepted; the"
-        " log names their batches): check those batches in Engage"
-        if unmatched
-        else ""
     )

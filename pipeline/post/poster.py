@@ -33,7 +33,9 @@ class Recorder(Protocol):
 
     def sending(self, batch: Batch) -> None: ...
 
-    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None: ...
+    def settled(
+        self, batch: Batch, state: str, status: int | None, refused: Refused, unmatched: int = 0
+    ) -> None: ...
 
     def divided(
         self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool
@@ -46,7 +48,9 @@ class NoRecorder:
     def sending(self, batch: Batch) -> None:
         pass
 
-    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
+    def settled(
+        self, batch: Batch, state: str, status: int | None, refused: Refused, unmatched: int = 0
+    ) -> None:
         pass
 
     def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:
@@ -89,6 +93,10 @@ class Poster:
         state = record.state if record else "planned"
         if record and state in ("done", "failed"):
             refused = self.resume.refused(batch.seq, batch.part)
+            if record.unmatched:  # said when it was answered; said again for this run
+                self.ledger.count_unmatched(record.unmatched)
+                log.warning("not accepted rows match no row sent: counted accepted",
+                            batch=batch.label, key=batch.key, count=record.unmatched)  # fmt: skip
             self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
         elif record and state in ("split", "reconciled"):
             self._walk_children(batch, record)
@@ -139,7 +147,7 @@ class Poster:
         if unmatched:
             self.ledger.count_unmatched(unmatched)
             bound.warning("not accepted rows match no row sent: counted accepted", count=unmatched)
-        self.recorder.settled(batch, "done", result.status, refused)
+        self.recorder.settled(batch, "done", result.status, refused, unmatched)
         self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
         bound.info(
             "batch posted",

@@ -314,8 +314,10 @@ class LoggingRecorder(_JournalRecorder):
         super().sending(batch)
         self.events.append(("sending", batch.label))
 
-    def settled(self, batch: Batch, state: str, status: int | None, refused: Refused) -> None:
-        super().settled(batch, state, status, refused)
+    def settled(
+        self, batch: Batch, state: str, status: int | None, refused: Refused, unmatched: int = 0
+    ) -> None:
+        super().settled(batch, state, status, refused, unmatched)
         self.events.append(("settled", batch.label, state))
 
     def divided(self, batch: Batch, state: str, children: Sequence[Batch], explicit: bool) -> None:

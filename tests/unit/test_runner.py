@@ -4,12 +4,14 @@ point definitions."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from pipeline.config import Config, RetryConfig
 from pipeline.engage import EngageClient
+from pipeline.journal import Journal
 from pipeline.runner import RunSettings, run
 from tests.conftest import write_csv
 
@@ -61,4 +63,35 @@ def test_refusals_that_match_no_row_sent_are_not_a_clean_run(tmp_path, echo):
     report = run(RunSettings(input=write_csv(tmp_path / "in.csv", rows), config=Config(),
                              timezone="UTC"), client)  # fmt: skip
     assert (report.exit_code, report.summary["not_accepted_unmatched"]) == (3, 1)
-    assert "refused 1 rows that match no row sent" in report.message
+    assert "Engage refused 1 rows that match no row sent" in report.message
+
+
+def test_refusals_matching_no_row_are_remembered_when_a_run_resumes(tmp_path):
+    """Batch 1's answer refuses a row it does not let us find, batch 2 gets a 401: the run
+    stops; the run that resumes it still says so (exit 3, not a clean 0)."""
+    answers = iter([{**OK, "notAccepted": [{"contactId": "{" + GUID + "}"}]}, 401])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(404)
+        answer = next(answers, OK)
+        return (
+            httpx.Response(answer) if isinstance(answer, int) else httpx.Response(202, json=answer)
+        )
+
+    rows = [{"contactId": GUID, "amount": "1", "definitionId": "1", "source": "s",
+             "description": f"d{i}"} for i in range(4)]  # fmt: skip
+    cfg = Config.model_validate({"engage": {"concurrency": 1}})
+    settings = RunSettings(input=write_csv(tmp_path / "in.csv", rows), config=cfg,
+                           timezone="UTC", batch_size=2)  # fmt: skip
+    with Journal.open(tmp_path / "state") as journal:
+        first = run(settings, client(handle), journal=journal)
+        second = run(settings, client(handle), journal=journal)
+    assert (first.exit_code, first.summary["not_accepted_unmatched"]) == (1, 1)
+    assert "1 rows that match no row sent" in first.message
+    assert (second.exit_code, second.summary["not_accepted_unmatched"]) == (3, 1)
+
+
+def client(handle: Callable[[httpx.Request], httpx.Response]) -> EngageClient:
+    http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
+    return EngageClient(http, RetryConfig(max_attempts=1), sleep=lambda s: None)
