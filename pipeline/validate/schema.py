@@ -26,9 +26,9 @@ REASON = "reason"
 MALFORMED = "the row is malformed"  # stands for the row's _loadError
 CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 and C1, but tab, LF and CR
 MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly
-YEARS_1_TO_9999 = (  # epoch seconds, a day inside each end: in every zone's offset too
-    int(datetime(1, 1, 2, tzinfo=UTC).timestamp()),
-    int(datetime(9999, 12, 30, tzinfo=UTC).timestamp()),
+YEARS_1_TO_9999 = (  # epoch seconds, UTC
+    int(datetime(1, 1, 1, tzinfo=UTC).timestamp()),
+    int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()),
 )
 DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
 
@@ -110,11 +110,18 @@ def _date_checks(field: str) -> list[Check]:
             _blank(field) | at.is_not_null(),
             f"{field} must be {DATE_HINT}, existing in the configured time zone",
         ),
-        Check(  # years 1 to 9999 in any offset: what ISO 8601 (and Engage's .NET) can write
-            at.is_null() | at.dt.epoch("s").is_between(*YEARS_1_TO_9999),
+        Check(  # years 1 to 9999, as sent and in UTC: what ISO 8601 (and .NET) can write
+            at.is_null()
+            | (at.dt.epoch("s").is_between(*YEARS_1_TO_9999) & _four_digit_year(field)),
             f"{field} must lie between the years 1 and 9999",
         ),
     ]
+
+
+def _four_digit_year(field: str) -> pl.Expr:
+    """The date as sent starts with a year of four digits, not 0000 (nor +10000)."""
+    out = pl.col(f"_{field}_out")
+    return out.str.contains(r"^[0-9]{4}-") & ~out.str.starts_with("0000")
 
 
 def _definition_checks(known: frozenset[int] | None) -> list[Check]:

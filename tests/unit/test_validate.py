@@ -296,13 +296,26 @@ def test_a_zone_offset_of_seconds_is_sent_in_utc(given: str, zone: str, expected
 
 
 @pytest.mark.parametrize(
-    "given", ["9999-12-31T23:59:59-01:00", "9999-12-31", "0001-01-01T00:00:00+01:00", "0001-01-01"]
+    "given", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "0001-01-01"]
 )
 def test_dates_beyond_the_years_1_to_9999_are_rejected(given: str) -> None:
     """At the calendar's ends a date in another offset falls outside what can be written
     (+10000-01-01, 0000-12-31): rejected, not sent malformed."""
     got = reason({"validTo": given}, timezone="Europe/Stockholm")
     assert got == "validTo must lie between the years 1 and 9999"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("9999-12-31", "9999-12-31T00:00:00+01:00"),  # "never expires", in legacy exports
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59+00:00"),
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00"),
+    ],
+)
+def test_dates_at_the_calendar_s_ends_that_can_be_written_are_sent(given, expected) -> None:
+    zone = "UTC" if given.endswith("Z") else "Europe/Stockholm"
+    assert sent({"validTo": given}, "validTo", timezone=zone) == expected
 
 
 def test_dst_gap_is_fine_with_an_explicit_offset() -> None:
