@@ -19,9 +19,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import polars as pl
+import structlog
 
 from pipeline.load import SOURCE_ROW
 
+log = structlog.get_logger("pipeline.spool")
 SPILL_ROWS = 200_000
 SPAN = 250_000
 
@@ -57,10 +59,22 @@ class Spool:
         return pl.concat(parts) if parts else None
 
     def _spill(self) -> None:
-        folder = self._folder or self._make_folder()
-        for span, part in _by_span(pl.concat(self._held), self.span):
-            path = folder / f"{span}-{len(self._spans[span])}.arrow"
-            part.write_ipc(path)
+        """The rows held, to disk; if that fails (a full disk), they stay held: the report
+        must lose and double nothing, so memory gives way first."""
+        written: list[tuple[int, Path]] = []
+        try:
+            folder = self._folder or self._make_folder()
+            for span, part in _by_span(pl.concat(self._held), self.span):
+                path = folder / f"{span}-{len(self._spans[span])}.arrow"
+                written.append((span, path))
+                part.write_ipc(path)
+        except OSError as exc:
+            for _, path in written:
+                path.unlink(missing_ok=True)
+            self.spill_rows *= 2  # not again at the next row
+            log.warning("rejected rows can't be spooled to disk; kept in memory", error=str(exc))
+            return
+        for span, path in written:
             self._spans[span].append(path)
         self._held, self._held_rows = [], 0
 

@@ -109,6 +109,25 @@ def test_a_spool_s_folder_goes_with_it():
     assert not folder.exists()
 
 
+def test_a_spill_that_fails_keeps_every_row_once(monkeypatch):
+    """The disk full half-way through a spill: its files are taken back, the rows stay in
+    memory, none lost or doubled; spilling goes on later."""
+    real, calls = pl.DataFrame.write_ipc, []
+
+    def flaky(frame: pl.DataFrame, path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(frame, path)
+
+    monkeypatch.setattr(pl.DataFrame, "write_ipc", flaky)
+    spool = spooled(
+        invalid([1, 2, 3, 4]), invalid([5]), invalid([6, 7, 8, 9]), spill_rows=4, span=2
+    )
+    assert Rejects((spool,)).frame()["sourceRow"].to_list() == list(range(1, 10))
+    assert spool.height == 9 and len(calls) > 3  # it went on spilling
+
+
 def test_no_rejects_is_a_header_only_report(tmp_path):
     """A run without rejects still writes the report: its header, so no stale file misleads."""
     write_rejects(Rejects((Spool(), Spool())), tmp_path / "r.csv")
