@@ -66,8 +66,7 @@ def import_file(
         force=options.force,
         confirm=options.confirm,
     )
-    _writable(settings.rejects_path, "rejects report", input)
-    _writable(options.summary, "summary", input)
+    _outputs(settings.rejects_path, options.summary, input)
     creds = _credentials(cfg, env, options.dry_run)
     stop = threading.Event()
     client = open_client(cfg, creds, stop) if creds else None
@@ -107,12 +106,20 @@ def _set(section: S, **flags: object) -> S:
         raise ConfigError(f"{flag}: {error['msg']}, not {error['input']!r}") from None
 
 
+def _outputs(rejects: Path | None, summary: Path | None, input: Path) -> None:
+    """The reports can be written, each to a file of its own: known before anything is sent."""
+    _writable(rejects, "rejects report", input)
+    _writable(summary, "summary", input)
+    if summary and rejects and summary.resolve() == rejects.resolve():
+        raise ConfigError(f"--rejects and --summary are the same file: {summary}")
+
+
 def _writable(path: Path | None, what: str, input: Path) -> None:
     """Known before anything is sent: a report that can't be written is a usage error, and
     one that would replace the input, or something that is not a file, too."""
     if path is None:
         return
-    if path.exists() and (path.samefile(input) or not path.is_file()):
+    if path.exists() and (not path.is_file() or (input.exists() and path.samefile(input))):
         raise ConfigError(f"the {what} would replace {path}, which is the input or not a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

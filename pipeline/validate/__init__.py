@@ -135,7 +135,8 @@ def _repeated(
 def _in_doubt(valid: pl.DataFrame, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A rejects report fed back: the rows whose outcome it said was unknown, split off (they
     may be in Engage: sending them again could award their points twice)."""
-    doubt = frame.filter(pl.col(PRIOR_REASON).str.starts_with(IN_DOUBT))[SOURCE_ROW]
+    said = pl.col(PRIOR_REASON).str.strip_chars().str.to_lowercase()
+    doubt = frame.filter(said.str.starts_with(IN_DOUBT))[SOURCE_ROW]
     if doubt.is_empty() or valid.is_empty():
         return valid, _none()
     again = pl.col(SOURCE_ROW).is_in(doubt.implode())

@@ -134,3 +134,20 @@ def test_a_report_never_replaces_the_input_or_a_device(flag, target, simulator, 
     assert "which is the input or not a file" in result.err
     assert not sim.store.requests and (tmp_path / "in.csv").read_text() == text
     assert Path("/dev/null").is_char_device()
+
+
+def test_rejects_and_summary_may_not_be_one_file(simulator, run_cli, tmp_path):
+    sim = simulator()
+    (tmp_path / "in.csv").write_text(
+        f"contactId,amount,definitionId,source,description\n{contact_id(1)},1,1,s,d\n"
+    )
+    result = run_cli("run", "in.csv", "--rejects", "out.csv", "--summary", "./out.csv", sim=sim)
+    assert (result.code, "are the same file" in result.err) == (2, True)
+    assert not sim.store.requests
+
+
+def test_a_missing_input_is_said_so_even_with_a_report_in_place(run_cli, tmp_path):
+    """Not an internal error while checking whether the report would replace the input."""
+    (tmp_path / "in.rejects.csv").write_text("old\n")
+    result = run_cli("run", "--dry-run", "in.csv", "--rejects", "in.rejects.csv")
+    assert result.code == 2 and "internal error" not in result.err, result.err
