@@ -97,11 +97,12 @@ def _norm(name: str, value: Any) -> Any:
             return Decimal(str(value)).normalize()
         except InvalidOperation:
             return str(value)
-    if name in DATES:  # the same instant, however written
+    if name in DATES:  # the same instant, however written; without an offset, no instant
         try:
-            return datetime.fromisoformat(str(value).replace("z", "Z")).astimezone(UTC)
-        except (ValueError, OverflowError):
+            at = datetime.fromisoformat(str(value).replace("z", "Z"))
+        except ValueError:
             return str(value)
+        return ("no offset", str(value)) if at.tzinfo is None else at.astimezone(UTC)
     return str(value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 
 import httpx
@@ -109,6 +110,26 @@ def test_an_echo_that_can_t_tell_rows_apart_leaves_them_all_in_doubt():
     assert all(why.startswith("outcome unknown") and "rows 1, 2" in why
                for _, _, why in matched.refused)  # fmt: skip
     assert matched.unmatched == 0  # the second echo: one of the rows in doubt
+
+
+def test_an_echo_date_without_an_offset_is_no_instant_to_match_by(monkeypatch):
+    """Engage gives back a refused row's date without an offset: on a machine in another
+    zone it must not pick the row whose date it happens to equal there; the rows left in
+    doubt instead (whatever this machine's zone)."""
+    stamps = ["2026-01-01T08:00:00+01:00", "2026-01-01T07:00:00+01:00"]  # 07:00Z, 06:00Z
+    frame = valid_rows(
+        2, description=["same"] * 2, amount=["1"] * 2, definitionId=[1, 1], timeStamp=stamps
+    )
+    echo = {**frame.select(FIELDS).to_dicts()[0], "timeStamp": "2026-01-01T07:00:00"}
+    monkeypatch.setenv("TZ", "Europe/Stockholm")  # where row 1's 07:00 (UTC) reads as row 2's
+    time.tzset()
+    try:
+        matched = match_not_accepted(frame, PostResult(202, not_accepted=[echo]))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert [row for row, _, _ in matched.refused] == [1, 2]
+    assert all(why.startswith("outcome unknown") for _, _, why in matched.refused)
 
 
 def test_an_echo_matching_nothing_is_unmatched():
