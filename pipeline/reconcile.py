@@ -7,9 +7,10 @@ validFrom, validTo) and plausible ones for those it leaves out, and was created 
 than the row was first sent (so last month's identical row is not taken for it). Each
 transaction stands for one row at most.
 
-A date the row does not give, Engage sets: timeStamp and validFrom to the time of the
-request (so the transaction's must lie within a day's time zones of its creation: a
-transaction back-dated by another row's timeStamp is not this row's), validTo to anything.
+A date the row does not give, Engage sets: timeStamp to the time of the request (so the
+transaction's must lie within a day's time zones of its creation: a transaction back-dated
+by another row's timeStamp is not this row's), validFrom like it or to the transaction's
+date (the sources don't say which), validTo to anything.
 
 Not covered: two rows of one import equal but for dates one of them leaves out (or identical,
 with allow_duplicates), one in a settled batch sent the same day the other was in doubt: the
@@ -94,9 +95,12 @@ def _same(row: dict[str, Any], held: dict[str, Any]) -> bool:
 def _defaulted(held: dict[str, Any], name: str) -> bool:
     """Whether Engage could have set ``name`` itself, the row giving none: a date it defaults
     to the time of the request is within a day's zones of the transaction's creation (one
-    back-dated by another row's own timeStamp is not); validTo has no such default."""
+    back-dated by another row's own timeStamp is not); validFrom may also default to the
+    transaction's date; validTo has no such default."""
     value, created = _instant(held.get(name)), _instant(held.get("createdOn"))
     if name == "validTo" or value is None or created is None:
+        return True
+    if name == "validFrom" and value == _instant(held.get("transactionDate")):
         return True
     return abs((value - created).total_seconds()) <= DEFAULTED_S
 

@@ -126,11 +126,15 @@ def test_a_row_without_a_time_stamp_matches_a_transaction_engage_dated(transacti
     assert found(rows, item) == ({1} if is_found else set())
 
 
-def test_a_row_without_valid_from_matches_only_a_transaction_valid_from_its_creation():
-    """validFrom defaults like timeStamp."""
-    rows = one_row()
-    assert found(rows, held(rows.to_dicts()[0], validFrom=iso(SENT - 30 * 86400))) == set()
-    assert found(rows, held(rows.to_dicts()[0])) == {1}
+def test_a_row_without_valid_from_matches_a_transaction_valid_from_its_creation_or_date():
+    """validFrom defaults like timeStamp: to the request's time, or to the row's timeStamp
+    (either reading of the sources; a found row is not sent twice)."""
+    rows = one_row(timeStamp=iso(SENT - 6 * 86400))
+    row = rows.to_dicts()[0]
+    back_dated = {"transactionDate": row["timeStamp"]}
+    assert found(rows, held(row, **back_dated)) == {1}
+    assert found(rows, held(row, **back_dated, validFrom=row["timeStamp"])) == {1}
+    assert found(rows, held(row, **back_dated, validFrom=iso(SENT - 30 * 86400))) == set()
 
 
 @pytest.mark.parametrize(
