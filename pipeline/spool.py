@@ -3,13 +3,15 @@ memory: a report of millions of rows (a file mostly invalid, say, or a run stopp
 the rest of a migration unsent) must not take the run's memory with it.
 
 Up to ``spill_rows`` rows are held in memory; beyond that they go to files in a temporary
-folder (``TMPDIR``), one per span of ``span`` source rows, so that reading them back in order
-takes one span at a time (each input row is rejected at most once: a span holds at most
-``span`` rows). The folder goes when the spool does.
+folder (``TMPDIR``), one per span of ``span`` source rows, so that reading them back in
+order takes one span at a time (each input row is rejected at most once: a span holds at
+most ``span`` rows). The folder goes when the spool does (a killed run's, when the next
+run spools).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -24,6 +26,7 @@ import structlog
 from pipeline.load import SOURCE_ROW
 
 log = structlog.get_logger("pipeline.spool")
+PREFIX = "points-import-rejects-"  # then the pid: a killed run's folder is swept by the next
 SPILL_ROWS = 200_000
 SPAN = 250_000
 
@@ -79,9 +82,28 @@ class Spool:
         self._held, self._held_rows = [], 0
 
     def _make_folder(self) -> Path:
-        self._folder = Path(tempfile.mkdtemp(prefix="points-import-rejects-"))
+        _sweep(Path(tempfile.gettempdir()))
+        self._folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         return self._folder
+
+
+def _sweep(temp: Path) -> None:
+    """Folders of runs that were killed (no clean-up then): their process is gone."""
+    for folder in temp.glob(f"{PREFIX}*-*"):
+        pid = folder.name.removeprefix(PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
 
 
 def in_order(spools: Iterable[Spool]) -> Iterator[pl.DataFrame]:

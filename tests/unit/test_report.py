@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +18,7 @@ from pipeline.engage import FIELDS
 from pipeline.load import load
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger
 from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, write_rejects
-from pipeline.spool import Spool
+from pipeline.spool import PREFIX, Spool
 from pipeline.validate import RAW
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
@@ -107,6 +110,20 @@ def test_a_spool_s_folder_goes_with_it():
     del spool
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_killed_run_s_spool_folder_is_swept_by_the_next(tmp_path, monkeypatch):
+    """A folder of a process that is gone goes when the next spool makes its own; one of a
+    live process stays."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone, alive = tmp_path / f"{PREFIX}{dead.pid}-x", tmp_path / f"{PREFIX}{os.getpid()}-y"
+    for folder in (gone, alive):
+        folder.mkdir()
+        (folder / "0-0.arrow").write_bytes(b"")
+    spool = spooled(invalid([1, 2]), spill_rows=1)
+    assert not gone.exists() and alive.exists() and spool._folder is not None
 
 
 def test_a_spill_that_fails_keeps_every_row_once(monkeypatch):
