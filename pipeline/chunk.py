@@ -21,6 +21,7 @@ from pipeline.engage import FIELDS, REQUIRED_FIELDS
 JSON = "_json"
 FREE_TEXT = ("source", "description")  # the rest are GUIDs, numbers, dates: nothing to escape
 ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+ESCAPED = r'["\\\n\r\t]'  # any of ESCAPES' keys
 KEY_NAMESPACE = b"points-import/batch/v1"
 
 
@@ -132,8 +133,8 @@ def _value(name: str, escaped: bool) -> pl.Expr:
 
 def _escapes(text: pl.Series) -> bool:
     """Whether any value holds a character JSON escapes (validation lets no other control
-    character through)."""
-    return bool(text.str.contains_any(list(ESCAPES)).any())
+    character through). A regex class, not ``contains_any``: a third of the time."""
+    return bool(text.str.contains(ESCAPED).any())
 
 
 def _escape(s: pl.Expr) -> pl.Expr:

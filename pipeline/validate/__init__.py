@@ -21,7 +21,7 @@ from pipeline.chunk import JSON, encode
 from pipeline.engage import FIELDS
 from pipeline.load import PRIOR_REASON, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, prepare
-from pipeline.validate.schema import REASON, Rules, describe, passes
+from pipeline.validate.schema import REASON, Rules, describe, passing
 from pipeline.validate.seen import Probe, Seen
 
 __all__ = [
@@ -87,7 +87,8 @@ def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Check
     can be screened in parallel."""
     if PRIOR_REASON not in frame.columns:  # not read by load: no report fed back
         frame = frame.with_columns(pl.lit(None, pl.String).alias(PRIOR_REASON))
-    prepared = prepare(frame, rules.timezone).with_columns(passes(rules).alias("_ok"))
+    prepared = prepare(frame, rules.timezone)
+    prepared = prepared.with_columns(passing(prepared, rules))
     normal = (
         prepared.lazy()
         .filter("_ok")

@@ -3,7 +3,8 @@
 ``_<field>`` holds the normalised value (a lower-case GUID, the amount as canonical decimal
 text, the definition id as an integer, dates as instants in the configured zone) and
 ``_<date>_out`` a date as it is sent, with the zone's offset (in UTC before the zone's
-offsets were whole minutes); null where the text is not one. Most files hold one shape per
+offsets were whole minutes); null where the text is not one (so a non-null ``_contactId``
+is a GUID, a non-null ``_amount`` a plain decimal). Most files hold one shape per
 column (a plain GUID, ``12.5``, ``2026-11-26T10:00:00+01:00``), so those shapes are read by
 a fast path; the rows it can't read go through the full parser, which accepts every
 documented form and defines the result (tests hold them equal).
@@ -136,10 +137,11 @@ def _whole_minutes_since(tz: str) -> int | None:
 def _full(frame: pl.DataFrame, tz: str) -> pl.DataFrame:
     """Every helper column by the full parser (every documented form)."""
     contact = pl.col("contactId").str.strip_chars()
+    guid = contact.str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase()
     full = (
         frame.lazy()
         .select(
-            contact.str.replace(r"^\{(.*)\}$", "$1").str.to_lowercase().alias("_contactId"),
+            pl.when(guid.str.contains(GUID)).then(guid).alias("_contactId"),
             _canonical_amount(pl.col("amount").str.strip_chars()).alias("_amount"),
             _whole_number(pl.col("definitionId").str.strip_chars()).alias("_definitionId"),
             *[

@@ -2,7 +2,10 @@
 
 Every check is a polars expression, true for the rows that pass: ``passes(rules)`` runs them
 all as one pass over a piece, and pandera itself runs only on the rows that failed any
-(usually few, and gathered across pieces), to say every reason each one failed.
+(usually few, and gathered across pieces), to say every reason each one failed. Most checks
+also have an aggregate that shows, cheaply, that every row of a piece passes (no null
+amount, none longer than the limit): ``passing(piece, rules)`` runs those first and the
+row by row checks only where they can't tell.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import polars as pl
 
 from pipeline.engage import FIELDS
 from pipeline.load import LOAD_ERROR, SOURCE_ROW
-from pipeline.validate.parse import DATE_FIELDS, GUID
+from pipeline.validate.parse import DATE_FIELDS
 
 if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run needs no time for it
     import pandera.polars as pa
@@ -29,6 +32,10 @@ MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits surviv
 YEARS_1_TO_9999 = (  # epoch seconds, UTC
     int(datetime(1, 1, 1, tzinfo=UTC).timestamp()),
     int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()),
+)
+SAFE_YEARS = (  # any instant between, written with any offset, has a year of 1001 to 9998
+    int(datetime(1001, 1, 2, tzinfo=UTC).timestamp()),
+    int(datetime(9998, 12, 30, tzinfo=UTC).timestamp()),
 )
 DATE_HINT = "an ISO 8601 date or date-time, e.g. 2026-11-26 or 2026-11-26T10:00:00+01:00"
 
@@ -45,16 +52,37 @@ class Rules:
 
 
 class Check(NamedTuple):
-    """A rule: a polars expression, true for the rows that pass, and what a failing row is told."""
+    """A rule: a polars expression, true for the rows that pass, and what a failing row is told;
+    and maybe an aggregate, true only if every row passes (false says nothing)."""
 
     expr: pl.Expr
     error: str
+    every: pl.Expr | None = None
 
 
 @cache
 def passes(rules: Rules) -> pl.Expr:
     """True for the rows that pass every check."""
-    checks = [c for checks in _columns(rules).values() for c in checks] + _frame_checks()
+    return _all(_checks(rules))
+
+
+def passing(prepared: pl.DataFrame, rules: Rules) -> pl.Series:
+    """``passes(rules)`` over ``prepared`` (as ``_ok``), row by row only for the checks whose
+    aggregate doesn't show that every row passes."""
+    checks = _checks(rules)
+    every = {str(i): c.every.fill_null(False) for i, c in enumerate(checks) if c.every is not None}
+    held = prepared.select(**every).row(0, named=True) if every else {}
+    rest = [c for i, c in enumerate(checks) if not held.get(str(i))]
+    if not rest:
+        return pl.repeat(True, prepared.height, eager=True).alias("_ok")
+    return prepared.select(_all(rest).alias("_ok")).to_series()
+
+
+def _checks(rules: Rules) -> list[Check]:
+    return [c for checks in _columns(rules).values() for c in checks] + _frame_checks()
+
+
+def _all(checks: list[Check]) -> pl.Expr:
     return pl.all_horizontal([c.expr.fill_null(False) for c in checks])
 
 
@@ -87,8 +115,12 @@ def _blank(field: str) -> pl.Expr:
     return pl.col(field).is_null() | (pl.col(field).str.strip_chars() == "")
 
 
-def _required(field: str) -> Check:
-    return Check(~_blank(field), f"{field} is required")
+def _required(field: str, every: pl.Expr | None = None) -> Check:
+    return Check(~_blank(field), f"{field} is required", every)
+
+
+def _no_nulls(name: str) -> pl.Expr:
+    return pl.col(name).null_count() == 0
 
 
 def _text_checks(field: str, max_length: int) -> list[Check]:
@@ -98,6 +130,7 @@ def _text_checks(field: str, max_length: int) -> list[Check]:
         Check(
             _blank(field) | (s.str.len_chars() <= max_length),
             f"{field} is longer than {max_length} characters",
+            s.str.len_bytes().max() <= max_length,  # a character is at least a byte
         ),
         Check(_blank(field) | ~s.str.contains(CONTROL), f"{field} holds a control character"),
     ]
@@ -109,11 +142,14 @@ def _date_checks(field: str) -> list[Check]:
         Check(
             _blank(field) | at.is_not_null(),
             f"{field} must be {DATE_HINT}, existing in the configured time zone",
+            at.null_count() == pl.col(field).null_count(),  # read wherever there is text
         ),
         Check(  # years 1 to 9999, as sent and in UTC: what ISO 8601 (and .NET) can write
             at.is_null()
             | (at.dt.epoch("s").is_between(*YEARS_1_TO_9999) & _four_digit_year(field)),
             f"{field} must lie between the years 1 and 9999",
+            at.dt.epoch("s").min().is_between(*SAFE_YEARS)
+            & at.dt.epoch("s").max().is_between(*SAFE_YEARS),
         ),
     ]
 
@@ -126,10 +162,11 @@ def _four_digit_year(field: str) -> pl.Expr:
 
 def _definition_checks(known: frozenset[int] | None) -> list[Check]:
     checks = [
-        _required("definitionId"),
+        _required("definitionId", _no_nulls("_definitionId")),
         Check(
             _blank("definitionId") | (pl.col("_definitionId") > 0),
             "definitionId must be a positive whole number",
+            _no_nulls("_definitionId") & (pl.col("_definitionId").min() > 0),
         ),
     ]
     if known is not None:
@@ -150,22 +187,25 @@ def _columns(rules: Rules) -> dict[str, list[Check]]:
     """Each field's checks, in the order a failing row is told them."""
     amount = pl.col("_amount")
     return {
-        "contactId": [
-            _required("contactId"),
+        "contactId": [  # _contactId is a GUID, or null
+            _required("contactId", _no_nulls("_contactId")),
             Check(
-                _blank("contactId") | pl.col("_contactId").str.contains(GUID),
+                _blank("contactId") | pl.col("_contactId").is_not_null(),
                 "contactId must be a GUID like 3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+                _no_nulls("_contactId"),
             ),
         ],
-        "amount": [
-            _required("amount"),
+        "amount": [  # _amount is a plain decimal, or null
+            _required("amount", _no_nulls("_amount")),
             Check(
                 _blank("amount") | amount.is_not_null(),
                 "amount must be a number like 12 or -3.5 (a '.' for decimals)",
+                _no_nulls("_amount"),
             ),
             Check(
                 amount.is_null() | (_significant_digits(amount) <= MAX_DIGITS),
                 f"amount has more than {MAX_DIGITS} significant digits",
+                amount.str.len_bytes().max() <= MAX_DIGITS,  # no more digits than characters
             ),
         ],
         "definitionId": _definition_checks(rules.definition_ids),

@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 from pipeline.chunk import JSON
 from pipeline.engage import FIELDS
 from pipeline.validate import RAW, Rules, Seen, Validated, validate
+from pipeline.validate.parse import prepare
+from pipeline.validate.schema import passes, passing
+from tests.unit.test_validate_parse import frames
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 GOOD: dict[str, str | None] = {
@@ -494,3 +497,35 @@ def test_duplicates_are_found_across_pieces_with_one_index():
     assert pl.concat([p.valid for p in parts]).rows() == whole.valid.rows()
     assert sum(run.height for run in seen.runs) == 7
     assert {tuple(run.columns) for run in seen.runs} == {("_h", "first")}
+
+
+TEXTS = ["POS", "Köp ✓", 'say "hi"', "", "   ", None, "a\x01b", "a\x85b", "x" * 300]
+
+
+@st.composite
+def pieces(draw: st.DrawFn) -> tuple[pl.DataFrame, Rules]:
+    """Pieces whose columns are each all valid, or mixed: the aggregates then show, or don't."""
+    parsed, zone = draw(frames())
+    columns: dict[str, list[str | None]] = {}
+    for name in (*FIELDS, "_loadError"):
+        good = [GOOD.get(name)] * parsed.height
+        mixed = parsed[name].to_list() if name in parsed.columns else None
+        if name in ("source", "description"):
+            mixed = [draw(st.sampled_from(TEXTS)) for _ in range(parsed.height)]
+        elif name == "_loadError":
+            mixed = [draw(st.sampled_from([None, None, "a stray quote"])) for _ in good]
+        columns[name] = good if mixed is None or draw(st.booleans()) else mixed
+    piece = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
+    known = draw(st.sampled_from([None, frozenset({1, 2, 3}), frozenset()]))
+    return prepare(piece, zone), Rules(timezone=zone, definition_ids=known)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces())
+def test_the_aggregates_skip_only_checks_every_row_passes(case: tuple[pl.DataFrame, Rules]) -> None:
+    """``passing`` (row by row only where an aggregate can't vouch for the whole piece) says
+    of every row what every check run row by row says."""
+    prepared, rules = case
+    assert (
+        passing(prepared, rules).to_list() == prepared.select(passes(rules)).to_series().to_list()
+    )
