@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 
 import polars as pl
 import structlog
@@ -100,7 +99,7 @@ class Plan:
         cfg = self.config
         pieces = read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes)
         ahead = prefetched(pieces, 1, name="read")  # the next piece read meanwhile
-        results = mapped(partial(self._screen, seen=seen), ahead, SCREENERS, "screen")
+        results = mapped(self._screen, ahead, SCREENERS, "screen")
         for read, rules, screened in results:
             checked = dedupe(screened, seen, rules)  # in order: the first of equal rows wins
             self._count(read, checked, rules)
@@ -114,9 +113,9 @@ class Plan:
             batches=self.tally.batches,
         )
 
-    def _screen(self, frame: pl.DataFrame, seen: Seen) -> tuple[int, Rules, Checked]:
+    def _screen(self, frame: pl.DataFrame) -> tuple[int, Rules, Checked]:
         rules = self._rules_for(frame.height)
-        return frame.height, rules, screen(frame, rules, seen)
+        return frame.height, rules, screen(frame, rules)
 
     def _rules_for(self, rows: int) -> Rules:
         """The rules; the definitions are asked once, when the first row needs them."""

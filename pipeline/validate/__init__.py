@@ -22,7 +22,7 @@ from pipeline.engage import FIELDS
 from pipeline.load import PRIOR_REASON, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS, prepare
 from pipeline.validate.schema import REASON, Rules, describe, passing
-from pipeline.validate.seen import Probe, Seen
+from pipeline.validate.seen import Seen
 
 __all__ = [
     "RAW",
@@ -65,7 +65,6 @@ class Checked:
     valid: pl.DataFrame  # as Validated.valid
     failing: pl.DataFrame  # the rows failing a rule, parsed: ``describe`` says why
     duplicates: pl.DataFrame  # as Validated.invalid
-    probe: Probe | None = None  # the valid rows searched in the duplicate index, if they were
 
 
 def validate(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Validated:
@@ -81,10 +80,9 @@ def check(frame: pl.DataFrame, rules: Rules, seen: Seen) -> Checked:
     return dedupe(screen(frame, rules), seen, rules)
 
 
-def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Checked:
+def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
     """Every rule as one pass; the passing rows encoded, with a hash of their JSON (equal
-    after normalising means equal JSON), searched in ``seen`` as it is now if given. Pieces
-    can be screened in parallel."""
+    after normalising means equal JSON). Pieces can be screened in parallel."""
     if PRIOR_REASON not in frame.columns:  # not read by load: no report fed back
         frame = frame.with_columns(pl.lit(None, pl.String).alias(PRIOR_REASON))
     prepared = prepare(frame, rules.timezone)
@@ -98,20 +96,18 @@ def screen(frame: pl.DataFrame, rules: Rules, seen: Seen | None = None) -> Check
     valid, repeated = _repeated(valid, frame, rules)
     repeated = pl.concat([in_doubt, repeated]) if in_doubt.height else repeated
     failing = prepared.filter(~pl.col("_ok")).drop("_ok")
-    valid = valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH))
-    if seen is None or rules.allow_duplicates:
-        return Checked(valid, failing, repeated)
-    probe = seen.probe(valid[HASH], valid[SOURCE_ROW])
-    return Checked(valid.drop(HASH), failing, repeated, probe)
+    if not rules.allow_duplicates:
+        valid = valid.with_columns(pl.col(JSON).hash(seed=7).alias(HASH))
+    return Checked(valid, failing, repeated)
 
 
 def dedupe(screened: Checked, seen: Seen, rules: Rules) -> Checked:
     """The screened rows that repeat an earlier valid row, split off. Pieces in order."""
     valid = screened.valid.drop(HASH, strict=False)
     if rules.allow_duplicates or valid.is_empty():
-        return replace(screened, valid=valid, probe=None)
-    probe = screened.probe or seen.probe(screened.valid[HASH], valid[SOURCE_ROW])
-    marked = valid.with_columns(seen.mark(probe).alias("_first"))
+        return replace(screened, valid=valid)
+    first = seen.mark(screened.valid[HASH], valid[SOURCE_ROW])
+    marked = valid.with_columns(first.alias("_first"))
     repeated = pl.col("_first").is_not_null()
     duplicates = _rejected(marked.filter(repeated), DUPLICATE, pl.col("_first"))
     kept = marked.filter(~repeated).drop("_first")

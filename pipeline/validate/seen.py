@@ -1,57 +1,43 @@
 """Duplicates: a valid row equal to an earlier one (after normalising) is rejected, across
 every piece of the input, by a 64-bit hash of what is sent for it.
 
-The costly part, searching a piece's hashes in everything seen so far, runs with the
-screening of the pieces, in parallel (``probe``, against the index as it was then); marking
-the pieces in order (``mark``) then searches only what was added since, and adds.
+A bit per 2^36 hash values (a 32 MiB filter) says which hashes may have been seen; only
+those (a few in a hundred at ten million rows) are searched in the sorted runs that hold
+every hash seen with its row, so a piece costs about the same early or late in the file.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import polars as pl
 
-
-@dataclass(frozen=True)
-class Probe:
-    """A piece's hashes, sorted, and the rows the index knew them from when it was probed."""
-
-    by_hash: pl.DataFrame  # h, row (its row number), at (its place in the piece), earlier
-    runs: tuple[pl.DataFrame, ...]  # the runs searched (held: a merged run is a new one)
+FILTER_BITS = 28  # 2^28 bits: at 10M hashes, 1 in 27 of the new ones is searched for nothing
+FAN_IN = 4  # runs of a level merged into one of the next: each hash is rewritten once a level
 
 
 class Seen:
     """Every valid row so far, as a 64-bit hash and its row number (not the rows): duplicates
-    are found across the pieces of a file of any length. Sorted runs, merged as they grow
-    (a run is merged into the one before it once that is at most 4 times its size)."""
+    are found across the pieces of a file of any length. The pieces are marked in input order
+    (the first of equal rows wins), by one thread."""
 
     def __init__(self) -> None:
         self.runs: list[pl.DataFrame] = []  # each: _h (UInt64, sorted), first (UInt32): 12 B/row
-        self._lock = threading.Lock()  # runs are replaced, never changed: probes read them
+        self._levels: list[int] = []  # of each run: merged that many times over
+        self._filter: pl.Series | None = None  # Boolean, a bit per slot; made when first needed
 
-    def probe(self, hashes: pl.Series, rows: pl.Series) -> Probe:
-        """Search ``hashes`` (of rows numbered ``rows``, increasing) in the index as it is
-        now. Any thread, while pieces are marked."""
+    def mark(self, hashes: pl.Series, rows: pl.Series) -> pl.Series:
+        """For each row (its hash, its row number; increasing), the earlier row it repeats,
+        else null; the rows not seen before are added."""
         by_hash = pl.DataFrame(
             {"h": hashes, "row": rows, "at": pl.int_range(len(rows), eager=True)}
         ).sort("h", maintain_order=True)  # equal rows side by side, the first first
-        with self._lock:
-            runs = tuple(self.runs)
-        earlier = _first_rows(runs, by_hash["h"])
-        return Probe(by_hash.with_columns(earlier.alias("earlier")), runs)
-
-    def mark(self, probe: Probe) -> pl.Series:
-        """For each row of the probed piece, the earlier row it repeats, else null; the rows
-        not seen before are added. The pieces in input order: the first of equal rows wins."""
-        searched = {id(run) for run in probe.runs}  # alive while probe is: ids not reused
-        added = [run for run in self.runs if id(run) not in searched]
-        by_hash = probe.by_hash
+        slots = _slots(by_hash["h"])
+        maybe = self._filter.gather(slots) if self._filter is not None else slots.is_null()
+        earlier = _first_rows(self.runs, by_hash["h"], maybe.arg_true())
         new = (pl.col("h") != pl.col("h").shift(1)).fill_null(True)
         marked = by_hash.with_columns(
-            pl.col("earlier").fill_null(_first_rows(added, by_hash["h"])),
+            earlier.alias("earlier"),
             pl.when(new).then(pl.col("row")).forward_fill().alias("in_piece"),
             new.alias("new"),
         )
@@ -66,21 +52,32 @@ class Seen:
         """Add rows not seen before, sorted by hash."""
         if hashes.is_empty():
             return
-        run = pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)})
-        runs = list(self.runs)
-        while runs and runs[-1].height <= 4 * run.height:
-            run = runs.pop().merge_sorted(run, key="_h")  # no hash is in two runs
-        with self._lock:
-            self.runs = [*runs, run]
+        if self._filter is None:
+            self._filter = pl.repeat(False, 1 << FILTER_BITS, dtype=pl.Boolean, eager=True)
+        self._filter.scatter(_slots(hashes), True)  # in place
+        self.runs.append(pl.DataFrame({"_h": hashes, "first": rows.cast(pl.UInt32)}))
+        self._levels.append(0)
+        while len(self._levels) >= FAN_IN and len(set(self._levels[-FAN_IN:])) == 1:
+            merged = pl.concat(self.runs[-FAN_IN:]).sort("_h")  # no hash is in two runs
+            level = self._levels[-1] + 1
+            del self.runs[-FAN_IN:], self._levels[-FAN_IN:]
+            self.runs.append(merged)
+            self._levels.append(level)
 
 
-def _first_rows(runs: Sequence[pl.DataFrame], hashes: pl.Series) -> pl.Series:
-    """For each hash (sorted: the searches then walk each run in order), the row it was first
-    seen in, else null."""
+def _slots(hashes: pl.Series) -> pl.Series:
+    """Each hash's bit in the filter: its top FILTER_BITS bits."""
+    return (hashes // (1 << (64 - FILTER_BITS))).cast(pl.Int64)
+
+
+def _first_rows(runs: Sequence[pl.DataFrame], hashes: pl.Series, maybe: pl.Series) -> pl.Series:
+    """For each hash (sorted), the row it was first seen in, else null; only the hashes at
+    ``maybe`` (sorted positions) can have been seen, and only they are searched."""
     found = pl.repeat(None, len(hashes), dtype=pl.Int64, eager=True)
-    for run in runs:
-        at = run["_h"].search_sorted(hashes).clip(0, run.height - 1)
-        hits = (run["_h"].gather(at) == hashes).arg_true()  # few: only they are gathered
+    wanted = hashes.gather(maybe)
+    for run in runs if len(maybe) else ():
+        at = run["_h"].search_sorted(wanted).clip(0, run.height - 1)
+        hits = (run["_h"].gather(at) == wanted).arg_true()  # few: only they are gathered
         if len(hits):
-            found = found.scatter(hits, run["first"].gather(at.gather(hits)))
+            found = found.scatter(maybe.gather(hits), run["first"].gather(at.gather(hits)))
     return found

@@ -37,8 +37,8 @@ def test_the_streamed_plan_equals_the_in_memory_plan(tmp_path, fmt):
     data = rows(3000)
     data[10]["amount"] = "bad"
     data[2500] = dict(data[20])  # a duplicate across pieces
-    for at in range(400, 3000, 37):  # and some a few pieces apart: probed before the first
-        data[at] = dict(data[at - 1 - at % 200])  # of them was marked (screened in parallel)
+    for at in range(400, 3000, 37):  # and some a few pieces apart (screened in parallel)
+        data[at] = dict(data[at - 1 - at % 200])
     path = write_csv(tmp_path / "in.csv", data)
     if fmt == "ndjson":
         path = tmp_path / "in.ndjson"

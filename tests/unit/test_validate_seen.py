@@ -1,15 +1,16 @@
-"""The duplicate index: pieces probed ahead of their turn (as the screeners do, in parallel)
-are marked as if each had been probed just before: the first of equal rows wins."""
+"""The duplicate index: pieces marked in turn, the first of equal rows wins, whether the
+filter in front of the runs lets a hash through (equal top bits) or not."""
 
 from __future__ import annotations
-
-from collections import deque
 
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.validate import Seen
+from pipeline.validate.seen import FILTER_BITS
+
+NEAR = 1 << (64 - FILTER_BITS)  # hashes this far apart share a bit of the filter
 
 
 def first_of_equal(pieces: list[list[int]]) -> list[list[int | None]]:
@@ -29,22 +30,18 @@ def first_of_equal(pieces: list[list[int]]) -> list[list[int | None]]:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=14),
-    st.integers(0, 4),
+    st.sampled_from([1, NEAR // 3, 1 << 50, (1 << 58) + 7]),
 )
-def test_pieces_probed_ahead_are_marked_like_pieces_probed_in_turn(
-    pieces: list[list[int]], ahead: int
+def test_pieces_marked_in_turn_find_the_first_of_equal_rows(
+    pieces: list[list[int]], spread: int
 ) -> None:
-    seen, probes, marks, row = Seen(), deque(), [], 1
-    numbered = []
+    """Values 0..40 times ``spread``: all in one slot of the filter (every hash searched),
+    in a few, or each in its own (only hashes seen before searched)."""
+    seen, marks, row = Seen(), [], 1
     for values in pieces:
-        numbered.append((values, list(range(row, row + len(values)))))
+        hashes = pl.Series([v * spread for v in values], dtype=pl.UInt64)
+        rows = pl.Series(range(row, row + len(values)), dtype=pl.Int64)
+        marks.append(seen.mark(hashes, rows).to_list())
         row += len(values)
-    upcoming = iter(numbered)
-    for _ in numbered:
-        while len(probes) <= ahead and (piece := next(upcoming, None)) is not None:
-            values, rows = piece
-            hashes = pl.Series(values, dtype=pl.UInt64)  # any 64-bit values will do
-            probes.append(seen.probe(hashes, pl.Series(rows, dtype=pl.Int64)))
-        marks.append(seen.mark(probes.popleft()).to_list())
     assert marks == first_of_equal(pieces)
     assert sum(run.height for run in seen.runs) == len({v for values in pieces for v in values})
