@@ -19,6 +19,7 @@ import polars as pl
 from pipeline.engage import FIELDS, REQUIRED_FIELDS
 
 JSON = "_json"
+NUMBERS = ("amount", "definitionId")
 FREE_TEXT = ("source", "description")  # the rest are GUIDs, numbers, dates: nothing to escape
 ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 ESCAPED = r'["\\\n\r\t]'  # any of ESCAPES' keys
@@ -109,26 +110,43 @@ def encode(valid: pl.DataFrame) -> pl.DataFrame:
     What a piece's columns hold decides the expression: a field absent from every row is
     left out, one present in every row needs no null handling, text with nothing to escape
     is not escaped."""
-    parts: list[pl.Expr] = []
+    parts: list[pl.Expr | str] = []  # str: literal text
     for i, name in enumerate(FIELDS):
         lead = ("{" if i == 0 else ",") + f'"{name}":'
         nulls = valid[name].null_count()
         if nulls == valid.height and name not in REQUIRED_FIELDS:
             continue
+        quote = "" if name in NUMBERS else '"'
         value = _value(name, name in FREE_TEXT and _escapes(valid[name]))
         if name in REQUIRED_FIELDS or not nulls:  # in every row
-            parts += [pl.lit(lead), value]
+            parts += [lead + quote, value, quote]
         else:  # null where absent: left out whole
-            parts.append(pl.concat_str(pl.lit(lead), value))
-    return valid.with_columns(pl.concat_str([*parts, pl.lit("}")], ignore_nulls=True).alias(JSON))
+            parts.append(pl.concat_str(pl.lit(lead + quote), value, pl.lit(quote)))
+    parts.append("}")
+    return valid.with_columns(pl.concat_str(_joined(parts), ignore_nulls=True).alias(JSON))
+
+
+def _joined(parts: list[pl.Expr | str]) -> list[pl.Expr]:
+    """Adjacent literal texts as one literal: each part costs a pass."""
+    exprs: list[pl.Expr] = []
+    text = ""
+    for part in parts:
+        if isinstance(part, str):
+            text += part
+            continue
+        if text:
+            exprs.append(pl.lit(text))
+        exprs.append(part)
+        text = ""
+    return [*exprs, pl.lit(text)] if text else exprs
 
 
 def _value(name: str, escaped: bool) -> pl.Expr:
+    """A field's value as JSON, without the quotes of a string."""
     col = pl.col(name)
-    if name in ("amount", "definitionId"):  # numbers, already canonical text
+    if name in NUMBERS:  # already canonical text
         return col.cast(pl.String)
-    text = _escape(col) if escaped else col
-    return pl.concat_str(pl.lit('"'), text, pl.lit('"'))
+    return _escape(col) if escaped else col
 
 
 def _escapes(text: pl.Series) -> bool:
