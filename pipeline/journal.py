@@ -107,6 +107,7 @@ class BatchRecord:
     reason: str | None
     source_rows: list[int] | None
     unmatched: int = 0  # notAccepted entries of its answer that matched no row sent
+    updated_at: float | None = None  # for a batch in doubt: when it was last sent
 
 
 @dataclass(frozen=True)
@@ -571,6 +572,7 @@ def _batch(r: sqlite3.Row) -> BatchRecord:
         reason=r["reason"],
         source_rows=json.loads(r["source_rows"]) if r["source_rows"] else None,
         unmatched=r["unmatched"],
+        updated_at=r["updated_at"],
     )
 
 

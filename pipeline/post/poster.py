@@ -105,7 +105,7 @@ class Poster:
         elif self.client is None:
             self.ledger.settle(batch.rows, None, "unsent", self.unsent, batch.seq)
         elif record and state == "sending" and self._too_old(record):
-            self._reconcile(batch, record.first_sent_at)
+            self._reconcile(batch, record.first_sent_at, record.updated_at)
         else:
             self._send(batch)
 
@@ -170,11 +170,11 @@ class Poster:
         for half in halves:
             self.walk(half)
 
-    def _reconcile(self, batch: Batch, since: float | None) -> None:
+    def _reconcile(self, batch: Batch, since: float | None, until: float | None) -> None:
         """In doubt past Engage's memory of the key: ask Engage which rows it holds."""
         assert self.client is not None, "reconciling needs a client"
         try:
-            applied = find_applied(batch.rows, self.client, since)
+            applied = find_applied(batch.rows, self.client, since, until)
         except EngageError as exc:  # still in doubt: not "not applied"
             raise BatchInDoubtError(f"reconciling it failed: {exc}", status=exc.status) from exc
         missing = batch.rows.filter(~pl.col(SOURCE_ROW).is_in(sorted(applied)))

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import RetryConfig
 from pipeline.engage import EngageClient
-from pipeline.reconcile import SLACK_S, count_held, find_applied
+from pipeline.reconcile import RETRIES_S, SLACK_S, ZONES_S, count_held, find_applied
 from tests.unit.test_chunk import GUID, valid_rows
 
 OTHER = "11111111-2222-3333-4444-555555555555"
@@ -151,6 +151,55 @@ def test_a_transaction_created_before_the_first_send_is_not_taken(created, is_fo
     """Created before the batch was first sent (less the clock slack): an older, other row."""
     rows = one_row()
     assert found(rows, held(rows.to_dicts()[0], created)) == ({1} if is_found else set())
+
+
+@pytest.mark.parametrize(
+    ("created", "is_found"),
+    [
+        (SENT + 60, True),
+        (SENT + RETRIES_S + SLACK_S - 1, True),  # retried for hours, or Engage's clock ahead
+        (SENT + RETRIES_S + SLACK_S + 1, False),
+        (SENT + 86400, False),  # the next night's import, same content
+    ],
+)
+def test_a_transaction_created_long_after_the_last_send_is_not_taken(created, is_found):
+    """The reviewer's lost row: a batch in doubt, and the next night another file gives the
+    same contact the same bonus; that transaction is not this row's (it is sent)."""
+    rows = one_row()
+    item = held(rows.to_dicts()[0], created)
+    assert find_applied(rows, Ledger({(GUID, 1): [item]}), SENT, SENT) == (
+        {1} if is_found else set()
+    )
+
+
+def naive(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None).isoformat()
+
+
+@pytest.mark.parametrize("created", [SENT + 1, SENT - ZONES_S + 60, SENT + ZONES_S])
+def test_a_creation_time_without_an_offset_may_be_in_any_zone(created):
+    """createdOn without an offset (the sources don't fix the format): read in UTC, off by up
+    to a zone's offset either way; no crash (it was a TypeError), not sent twice."""
+    rows = one_row()
+    item = held(rows.to_dicts()[0], transactionDate=naive(SENT), createdOn=naive(created))
+    assert find_applied(rows, Ledger({(GUID, 1): [item]}), SENT, SENT) == {1}
+    month_ago = held(rows.to_dicts()[0], createdOn=naive(SENT - 30 * 86400))
+    assert find_applied(rows, Ledger({(GUID, 1): [month_ago]}), SENT, SENT) == set()
+
+
+@pytest.mark.parametrize(
+    ("transaction_date", "is_found"),
+    [
+        ("2024-05-01T10:00:00", True),  # UTC
+        ("2024-05-01T12:00:00", True),  # as the row wrote it
+        ("2024-05-01T11:00:00", False),
+    ],
+)
+def test_a_date_without_an_offset_matches_in_utc_or_as_the_row_wrote_it(transaction_date, is_found):
+    """Engage's date without an offset: either reading is the row's (sent twice is worse)."""
+    rows = one_row(timeStamp="2024-05-01T12:00:00+02:00")
+    item = held(rows.to_dicts()[0], transactionDate=transaction_date)
+    assert found(rows, item) == ({1} if is_found else set())
 
 
 def test_without_a_send_time_any_creation_time_is_taken():
