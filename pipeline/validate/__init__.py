@@ -51,6 +51,11 @@ IN_DOUBT_BEFORE = (  # a rejects report fed back: its rows in doubt stay out (an
     "outcome unknown when a run reported it: it may be in Engage; re-run that run's input to"
     " settle it (or clear this reason to send the row anyway)"
 )
+NOT_SENT = ("not sent", "not settled", "not applied")  # the row's import is unfinished
+NOT_SENT_BEFORE = (  # ... and re-running its input sends the row: from the report, it'd be twice
+    "not sent when a run reported it: re-running that run's input sends it; sent from here too"
+    " it would land twice (clear this reason to send the row from here anyway)"
+)
 
 
 @dataclass(frozen=True)
@@ -130,14 +135,21 @@ def _repeated(
 
 
 def _in_doubt(valid: pl.DataFrame, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A rejects report fed back: the rows whose outcome it said was unknown, split off (they
-    may be in Engage: sending them again could award their points twice)."""
+    """A rejects report fed back: the rows of an unfinished import, split off: those whose
+    outcome it said was unknown (they may be in Engage) and those not sent yet (re-running
+    that import sends them); from here too, their points could be awarded twice."""
     said = pl.col(PRIOR_REASON).str.strip_chars().str.to_lowercase()
-    doubt = frame.filter(said.str.starts_with(IN_DOUBT))[SOURCE_ROW]
-    if doubt.is_empty() or valid.is_empty():
+    unsent = pl.any_horizontal(said.str.starts_with(start) for start in NOT_SENT)
+    again = pl.when(said.str.starts_with(IN_DOUBT)).then(pl.lit(IN_DOUBT_BEFORE))
+    marked = frame.select(
+        SOURCE_ROW, again.when(unsent).then(pl.lit(NOT_SENT_BEFORE)).alias("_again")
+    )
+    marked = marked.filter(pl.col("_again").is_not_null())
+    if marked.is_empty() or valid.is_empty():
         return valid, _none()
-    again = pl.col(SOURCE_ROW).is_in(doubt.implode())
-    return valid.filter(~again), _as_rejects(valid.filter(again), pl.lit(IN_DOUBT_BEFORE))
+    again = pl.col(SOURCE_ROW).is_in(marked[SOURCE_ROW].implode())
+    rows = valid.filter(again).join(marked, on=SOURCE_ROW)  # the order of rejects is the report's
+    return valid.filter(~again), _as_rejects(rows, pl.col("_again"))
 
 
 def _rejected(rows: pl.DataFrame, reason: str, *values: pl.Expr) -> pl.DataFrame:

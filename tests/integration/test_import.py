@@ -156,11 +156,12 @@ def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, 
     assert len(stored(sim)) == 3
 
 
-def test_a_fed_back_report_keeps_its_rows_in_doubt_out(simulator, run_cli, tmp_path):
+def test_a_fed_back_report_keeps_the_rows_of_an_unfinished_import_out(simulator, run_cli, tmp_path):
     """The first batch applied, then answered 500, with no retry left: exit 1, its rows
-    reported 'outcome unknown', the rest 'unsent'. That report imported as it is (against
-    the README's advice) sends the unsent rows and none of those in doubt, report after
-    report; a row whose reason is cleared is sent."""
+    reported 'outcome unknown', the rest 'not sent'. That report imported as it is (against
+    the README's advice) sends none of them, report after report: those in doubt may be in
+    Engage, and re-running the original sends the rest (the reviewer's doubled rows: fed
+    back, then resumed). A row whose reason is cleared is sent."""
     sim = simulator(faults={"apply_then_fail_rate": 1.0, "apply_then_fail_mode": "500"})
     write_csv(tmp_path / "in.csv", numbered_rows(30))
     config = FAST_RETRY.replace("max_attempts = 30", "max_attempts = 1")
@@ -171,21 +172,28 @@ def test_a_fed_back_report_keeps_its_rows_in_doubt_out(simulator, run_cli, tmp_p
     assert "in.rejects.csv; 30 of them not settled" in first.err
     httpx.put(f"{sim.url}/_sim/faults", json={}).raise_for_status()
     report = first.rejects("in.rejects.csv")
-    assert {r["reason"].split(" (")[0] for r in report if r["stage"] == "batch"} == {
-        "outcome unknown"
+    assert Counter(r["reason"].split(" (")[0].split(":")[0] for r in report) == {
+        "outcome unknown": 10,
+        "not sent": 20,
     }
     again = run_cli("run", "in.rejects.csv", sim=sim)
     assert again.code == 3, again.err
-    assert len(stored(sim)) == 30  # the 20 never sent went in; the 10 in doubt not again
-    assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
+    assert len(stored(sim)) == 10  # none sent
     kept = again.rejects("in.rejects.rejects.csv")
-    assert len(kept) == 10 and all(r["reason"].startswith("outcome unknown") for r in kept)
+    assert Counter(r["reason"].split(" when")[0] for r in kept) == {
+        "outcome unknown": 10,
+        "not sent": 20,
+    }
+    resumed = run_cli("run", "in.csv", "--batch-size", "10", sim=sim)
+    assert resumed.code == 0, resumed.err
+    assert len(stored(sim)) == 30
+    assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
     kept[1]["reason"] = " Outcome unknown (as a spreadsheet may leave it)"
     kept[0]["reason"] = ""
     write_report(tmp_path / "cleared.csv", kept)
     third = run_cli("run", "cleared.csv", sim=sim)
     assert third.code == 3, third.err
-    assert len(stored(sim)) == 31 and len(third.rejects("cleared.rejects.csv")) == 9  # kept[1] too
+    assert len(stored(sim)) == 31 and len(third.rejects("cleared.rejects.csv")) == 29
 
 
 def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):

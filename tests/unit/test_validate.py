@@ -529,3 +529,26 @@ def test_the_aggregates_skip_only_checks_every_row_passes(case: tuple[pl.DataFra
     assert (
         passing(prepared, rules).to_list() == prepared.select(passes(rules)).to_series().to_list()
     )
+
+
+@pytest.mark.parametrize(
+    ("said", "again"),
+    [
+        ("outcome unknown (timed out); re-run the same input", "outcome unknown when"),
+        ("not sent: the run was interrupted", "not sent when"),
+        (" Not settled yet", "not sent when"),
+        ("not applied: Engage refused the API key (401)", "not sent when"),
+        ("not sent when a run reported it: ...", "not sent when"),
+        ("amount must be a number", None),
+        ("", None),
+    ],
+)
+def test_a_fed_back_row_of_an_unfinished_import_is_rejected_again(said: str, again: str | None):
+    """A rejects report's row in doubt, or not sent yet, is its import's to settle: sent from
+    the report too, it could land twice. Its reason says so again (and stays sticky)."""
+    result = validate(frame({}).with_columns(_priorReason=pl.lit(said)), Rules())
+    if again is None:
+        assert result.valid.height == 1
+    else:
+        assert result.valid.height == 0
+        assert str(result.invalid["reason"][0]).startswith(again)
