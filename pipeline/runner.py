@@ -337,12 +337,14 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
             f"row count check failed: read {read}, settled {settled}; this is "
             "a bug, please report it"
         )
-    code, status = _outcome(settings, posted, rejects)
+    changed = plan.source.changed()
+    code, status = _outcome(settings, posted, rejects, changed)
     by_stage = rejects.by_stage()
     return {
         "import_id": plan.import_id,
         "input": str(settings.input),
         "input_sha256": plan.source.sha256,
+        "input_changed": changed,  # while it was read: what it holds now was not all imported
         "status": status,
         "dry_run": settings.dry_run,
         "rows_read": read,
@@ -363,23 +365,32 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
     }
 
 
-def _outcome(settings: RunSettings, posted: Posted, rejects: report.Rejects) -> tuple[int, str]:
+def _outcome(
+    settings: RunSettings, posted: Posted, rejects: report.Rejects, changed: bool
+) -> tuple[int, str]:
     if posted.interrupted:
         return EXIT_ABORTED, "interrupted"
     if posted.aborted is not None:
         return EXIT_ABORTED, "aborted"
-    code = EXIT_REJECTS if rejects.height or posted.unmatched else EXIT_OK
+    code = EXIT_REJECTS if rejects.height or posted.unmatched or changed else EXIT_OK
     return code, "dry run" if settings.dry_run else "completed"
 
 
 def _message(summary: dict[str, Any]) -> str:
     unmatched = summary["not_accepted_unmatched"]
-    return _outcome_message(summary) + (
-        f"; Engage refused {unmatched} rows that match no row sent (counted accepted; the log"
-        " names their batches): check those batches in Engage"
-        if unmatched
-        else ""
-    )
+    notes = [_outcome_message(summary)]
+    if unmatched:
+        notes.append(
+            f"Engage refused {unmatched} rows that match no row sent (counted accepted; the"
+            " log names their batches): check those batches in Engage"
+        )
+    if summary.get("input_changed"):
+        notes.append(
+            f"{summary['input']} changed while it was read: only what it held at the start was"
+            f" read ({summary['rows_read']} rows); import rows added since from a file of their"
+            " own, not this one whole again (its other rows would land twice)"
+        )
+    return "; ".join(notes)
 
 
 def _outcome_message(summary: dict[str, Any]) -> str:

@@ -108,11 +108,12 @@ def _pieces(source: Source, chunk_bytes: int, quoted: bool) -> Iterator[bytes]:
     last line break."""
     with source.data.open("rb") as handle:
         handle.seek(source.text_start)
+        left = source.size - source.text_start  # what was hashed: rows appended since are not
         if not source.line_breaks:  # classic Mac line ends: small files, read whole
-            text = handle.read().replace(b"\r", b"\n")
+            text = handle.read(left).replace(b"\r", b"\n")
             yield from _split(text.lstrip(b"\r\n"), quoted)
             return
-        yield from _stream(handle, chunk_bytes, quoted)
+        yield from _stream(_Capped(handle, left), chunk_bytes, quoted)
 
 
 def _split(text: bytes, quoted: bool) -> Iterator[bytes]:
@@ -124,10 +125,22 @@ def _split(text: bytes, quoted: bool) -> Iterator[bytes]:
         yield text
 
 
+class _Capped:
+    """A file read no further than ``left`` bytes."""
+
+    def __init__(self, handle: BinaryIO, left: int) -> None:
+        self.handle, self.left = handle, left
+
+    def read(self, size: int) -> bytes:
+        block = self.handle.read(min(size, self.left))
+        self.left -= len(block)
+        return block
+
+
 class _Reader:
     """A file read in blocks into a growing buffer."""
 
-    def __init__(self, handle: BinaryIO, size: int) -> None:
+    def __init__(self, handle: _Capped, size: int) -> None:
         self.handle, self.size = handle, size
         self.buffer, self.eof = b"", False
 
@@ -143,7 +156,7 @@ class _Reader:
         return piece
 
 
-def _stream(handle: BinaryIO, chunk_bytes: int, quoted: bool) -> Iterator[bytes]:
+def _stream(handle: _Capped, chunk_bytes: int, quoted: bool) -> Iterator[bytes]:
     """Pieces of ``chunk_bytes``; the first ones smaller (from FIRST_PIECE, doubling), so that
     the first batch is ready, and sent, soon after the start."""
     reader = _Reader(handle, chunk_bytes)

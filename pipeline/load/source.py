@@ -40,6 +40,17 @@ class Source:
     format: str
     text_start: int  # offset past a BOM
     line_breaks: bool  # holds a "\n" (else classic Mac "\r" line ends)
+    size: int  # the bytes of ``data`` hashed: no more are read (an export still being written)
+    stat: tuple[int, int] = (-1, -1)  # of ``path`` when it was hashed: size, mtime (ns)
+
+    def changed(self) -> bool:
+        """Whether ``path`` is not what was hashed any more (grown, rewritten); a file moved
+        away since is not changed."""
+        try:
+            now = self.path.stat()
+        except OSError:
+            return False
+        return (now.st_size, now.st_mtime_ns) != self.stat
 
 
 @contextmanager
@@ -51,6 +62,7 @@ def open_source(path: Path, fmt: str = "auto") -> Iterator[Source]:
     copy: Path | None = None
     try:
         with _opened(path) as raw:
+            before = os.fstat(raw.fileno())
             copy = _read(raw, path, scan)
         fmt = _detect(path, scan.head) if fmt == "auto" else fmt
         if fmt != "parquet":
@@ -62,6 +74,8 @@ def open_source(path: Path, fmt: str = "auto") -> Iterator[Source]:
             fmt,
             len(BOM) if scan.head.startswith(BOM) else 0,
             scan.line_breaks,
+            scan.size,
+            (before.st_size, before.st_mtime_ns),
         )
     finally:
         if copy is not None:

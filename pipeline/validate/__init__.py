@@ -140,10 +140,13 @@ def _in_doubt(valid: pl.DataFrame, frame: pl.DataFrame) -> tuple[pl.DataFrame, p
     that import sends them); from here too, their points could be awarded twice."""
     said = pl.col(PRIOR_REASON).str.strip_chars().str.to_lowercase()
     unsent = pl.any_horizontal(said.str.starts_with(start) for start in NOT_SENT)
-    again = pl.when(said.str.starts_with(IN_DOUBT)).then(pl.lit(IN_DOUBT_BEFORE))
-    marked = frame.select(
-        SOURCE_ROW, again.when(unsent).then(pl.lit(NOT_SENT_BEFORE)).alias("_again")
+    reason = (
+        pl.when(said.str.starts_with(IN_DOUBT))
+        .then(pl.lit(IN_DOUBT_BEFORE))
+        .when(unsent)
+        .then(pl.lit(NOT_SENT_BEFORE))
     )
+    marked = frame.select(SOURCE_ROW, reason.alias("_again"))
     marked = marked.filter(pl.col("_again").is_not_null())
     if marked.is_empty() or valid.is_empty():
         return valid, _none()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -300,3 +301,29 @@ def test_header_only_is_a_quiet_night(simulator, run_cli, tmp_path):
     assert result.code == 0
     assert "nothing to import" in result.err
     assert not [r for r in sim.store.requests if r.method == "POST"]
+
+
+def test_a_file_that_grows_while_it_is_read_imports_what_it_held_and_says_so(
+    simulator, run_cli, tmp_path, monkeypatch
+):
+    """An export still being written when the cron job starts: the rows it held when it was
+    hashed are imported (that is the import's identity), and the run ends with exit 3 naming
+    the change, so the rows added since are not lost silently, nor the file re-run whole."""
+    import pipeline.plan
+
+    sim = simulator()
+    path = write_csv(tmp_path / "in.csv", numbered_rows(20))
+    screen = pipeline.plan.screen
+
+    def growing(*args, **kwargs):
+        with path.open("a") as handle:
+            handle.write(f"{contact_id(99)},5,1,POS,late row\n")
+        return screen(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.plan, "screen", growing)
+    result = run_cli("run", "in.csv", "--summary", "s.json", sim=sim)
+    assert result.code == 3, result.err
+    assert "in.csv changed while it was read" in result.err
+    assert len(stored(sim)) == 20
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["input_changed"] is True and summary["rows_read"] == 20

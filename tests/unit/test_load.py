@@ -620,3 +620,19 @@ def test_ndjson_lines_that_are_no_text_or_too_deep_are_rejected_rows(tmp_path: P
     assert frame["description"].to_list() == [None, "y\U0001f600z", None, None]
     deep = "line is not a JSON object: " + "[" * 299 + "…"
     assert frame[LOAD_ERROR].to_list() == [UNPAIRED, None, deep, UNPAIRED]
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r"])
+def test_rows_appended_after_the_hash_are_not_read(tmp_path: Path, eol: str) -> None:
+    """An export still being written: what was hashed is what is read (the import's identity
+    is of those bytes), and the source says the file changed."""
+    header = ["contactId", "amount", "definitionId", "source", "description"]
+    path = write(tmp_path / "in.csv", text([header, ["a", "1", "1", "POS", "one"]], eol=eol))
+    with open_source(path) as source:
+        assert not source.changed()
+        with path.open("a", newline="") as handle:
+            handle.write(f"b,2,1,POS,two{eol}c,3,1,POS,three{eol}")
+        frames = list(read_chunks(source, chunk_bytes=16))
+        assert source.changed()
+    assert [v for f in frames for v in f["contactId"].to_list()] == ["a"]
+    assert source.sha256 == hashlib.sha256(path.read_bytes()[: source.size]).hexdigest()
