@@ -9,6 +9,7 @@ resumes it (or, finished, reports it again without sending anything).
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -97,7 +98,7 @@ def run(
     with open_source(settings.input, settings.config.input.format) as source:
         import_id = settings.import_id or source.sha256[:16]
         structlog.contextvars.bind_contextvars(import_id=import_id)
-        record = _record(journal, import_id, source)
+        record = _record(journal, import_id, source, settings)
         plan = _plan(settings, source, import_id, client, record, progress)
         if settings.dry_run or client is None:
             posted = _drain(plan)
@@ -111,7 +112,9 @@ def run(
     return _report(settings, plan, posted, started, clock, "")
 
 
-def _record(journal: Journal | None, import_id: str, source: Source) -> ImportRecord | None:
+def _record(
+    journal: Journal | None, import_id: str, source: Source, settings: RunSettings
+) -> ImportRecord | None:
     record = journal.find(import_id) if journal else None
     if record is not None and record.input_sha256 != source.sha256:
         raise JournalError(
@@ -120,7 +123,24 @@ def _record(journal: Journal | None, import_id: str, source: Source) -> ImportRe
             "--import-id sends every row of this file again, those that landed too: only for "
             "a file that holds none of them"
         )
+    forced = settings.force and record is not None and record.status == FINISHED
+    if record is not None and not forced and not settings.dry_run:
+        _same_shaping(record, settings)
     return record
+
+
+def _same_shaping(record: ImportRecord, settings: RunSettings) -> None:
+    """An import is planned (batches, keys, reasons) by its settings: re-run, it must be
+    with the same ones, or its report would not be its own (and rows fed back from it could
+    land twice)."""
+    now = json.loads(json.dumps(_shaping(settings)))
+    differ = [name for name, value in now.items() if record.settings.get(name) != value]
+    if differ:
+        was = ", ".join(f"{name} {record.settings.get(name)!r}" for name in differ)
+        raise JournalError(
+            f"import {record.import_id} was planned with {was}; re-run it with the same"
+            f" settings (now: {', '.join(f'{n} {now[n]!r}' for n in differ)})"
+        )
 
 
 def _plan(
@@ -302,7 +322,7 @@ def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Post
     """An import's valid rows and what its journal says became of them, sending nothing."""
     with open_source(settings.input, settings.config.input.format) as source:
         import_id = settings.import_id or source.sha256[:16]
-        record = _record(journal, import_id, source)
+        record = _record(journal, import_id, source, settings)
         if record is None:
             raise JournalError(f"no import {import_id} in the journal {journal.path}")
         plan = _plan(settings, source, import_id, None, record, Progress())

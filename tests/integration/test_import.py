@@ -327,3 +327,21 @@ def test_a_file_that_grows_while_it_is_read_imports_what_it_held_and_says_so(
     assert len(stored(sim)) == 20
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["input_changed"] is True and summary["rows_read"] == 20
+
+
+def test_an_import_re_run_with_other_settings_is_refused(simulator, run_cli, tmp_path):
+    """A finished import re-run with another --batch-size: its batches would not be the
+    recorded ones, and the report made of them wrong (the reviewer's: refused rows dropped,
+    accepted ones called unsent, doubled when fed back). Exit 2, nothing sent; the same
+    settings replay its outcome."""
+    sim = simulator()
+    write_csv(tmp_path / "in.csv", numbered_rows(30))
+    first = run_cli("run", "in.csv", "--batch-size", "10", sim=sim)
+    assert first.code == 0, first.err
+    report = (tmp_path / "in.rejects.csv").read_bytes()
+    other = run_cli("run", "in.csv", "--batch-size", "7", sim=sim)
+    assert other.code == 2 and "planned with batch_size 10" in other.err, other.err
+    assert (tmp_path / "in.rejects.csv").read_bytes() == report
+    same = run_cli("run", "in.csv", "--batch-size", "10", sim=sim)
+    assert same.code == 0 and "already finished" in same.err, same.err
+    assert len(stored(sim)) == 30
