@@ -163,14 +163,16 @@ class EngageClient:
             page = self.get_json(DEFINITIONS, {"offset": offset, "count": PAGE})
             if not isinstance(page, list):
                 raise FatalEngageError(f"GET {DEFINITIONS} did not answer a JSON array")
-            ids.update(int(d["id"]) for d in page if isinstance(d, dict) and "id" in d)
-            if len(page) < PAGE:
+            new = {int(d["id"]) for d in page if isinstance(d, dict) and "id" in d} - ids
+            ids |= new
+            if len(page) < PAGE or not new:  # the last page, or the same again (offset ignored)
                 return ids
             offset += PAGE
 
     def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]:
         """Every transaction of a contact's point account (all pages, filter All)."""
         items: list[dict[str, Any]] = []
+        previous: list[dict[str, Any]] = []
         while True:
             params = {
                 "contactId": contact_id,
@@ -181,7 +183,10 @@ class EngageClient:
             }
             page = self.get_json(TRANSACTIONS, params) or {}
             chunk = [t for t in page.get("items") or [] if isinstance(t, dict)]
+            if chunk and chunk == previous:  # offset ignored: all of them can't be known
+                raise FatalEngageError(f"GET {TRANSACTIONS} answers the same page at any offset")
             items.extend(chunk)
+            previous = chunk
             total = page.get("totalCount")
             if len(chunk) < PAGE or (isinstance(total, int) and len(items) >= total):
                 return items

@@ -231,3 +231,23 @@ def test_definitions_are_read_across_pages():
         return httpx.Response(200, json=pages[int(request.url.params["offset"])])
 
     assert client(handle).definition_ids() == set(range(1, 103))
+
+
+def test_paging_ends_when_engage_ignores_the_offset():
+    """The reviewer's endless loop: every offset answers the same full page. Definitions stop
+    at a page with nothing new; transactions can't all be known then: an error (the batch
+    being reconciled stays in doubt), not a list missing some (it would be sent again)."""
+    page = [{"id": i, "amount": 1} for i in range(1, 151)]
+    asked: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path.endswith("/definitions"):
+            return httpx.Response(200, json=page)
+        return httpx.Response(200, json={"items": page[:100], "totalCount": 1000})
+
+    assert client(handle).definition_ids() == set(range(1, 151))
+    assert len(asked) == 2
+    with pytest.raises(FatalEngageError, match="same page"):
+        client(handle).transactions("c", 1)
+    assert len(asked) == 4
