@@ -26,6 +26,10 @@ EOF_MARK = "\u2403"  # appended to CSV text as a last line: a quote never closed
 NO_VALUES = "the line is a JSON object with no values"
 UNPAIRED = "the line holds a \\u escape that is no character (an unpaired surrogate)"
 UNCLOSED_QUOTE = "a quote opened in this row is never closed: the rest of the file was read into it"
+SWALLOWED = (
+    "a quoted value spans lines and one of them looks like a whole row (a stray quote?): the"
+    " rows it holds were read into this one; fix the quotes"
+)
 _BLANK_LINE = re.compile(rb"(?:\A|\n)[ \t\r]*(?:\n|\Z)")  # the last line too
 _LONG_NUMBER = re.compile(rb"[0-9](?:\.?[0-9]){15}")  # 16+ digits: polars' float would round
 _SURROGATE = re.compile(rb"\\[uU][dD][89abAB]")  # polars reads a lone one as NUL
@@ -43,7 +47,23 @@ def parse_csv(header: bytes, records: bytes | None, sep: str, path: Path) -> pl.
         errors: list[str | None] | None = None  # none: no list of a row each to build
     except (pl.exceptions.PolarsError, OSError):
         frame, errors = _read_csv_tolerant(data.decode("utf-8"), sep, path)
-    return _with_load_errors(*_end_of_file(frame, errors))
+    frame = _with_load_errors(*_end_of_file(frame, errors))
+    if data.count(b"\n") > frame.height + 2:  # a line break in a value (or blank lines)
+        return _swallowed(frame, sep)
+    return frame
+
+
+def _swallowed(frame: pl.DataFrame, sep: str) -> pl.DataFrame:
+    """Rows with a value holding a line that has a delimiter per column: a stray quote read
+    the lines after it into one row (RFC 4180 allows it), malformed, not silently sent."""
+    values = [c for c in frame.columns if c != LOAD_ERROR]
+    if len(values) < 3:  # one or two delimiters in a line of text tell nothing
+        return frame
+    row_like = rf"\n(?:[^\n]*{re.escape(sep)}){{{len(values) - 1}}}"
+    hit = pl.any_horizontal(pl.col(c).str.contains(row_like) for c in values).fill_null(False)
+    said = pl.col(LOAD_ERROR)  # a quote never closed says so already
+    swallowed = pl.when(hit & said.is_null()).then(pl.lit(SWALLOWED)).otherwise(said)
+    return frame.with_columns(swallowed.alias(LOAD_ERROR))
 
 
 def one_char(delimiter: str) -> str:

@@ -636,3 +636,31 @@ def test_rows_appended_after_the_hash_are_not_read(tmp_path: Path, eol: str) -> 
         assert source.changed()
     assert [v for f in frames for v in f["contactId"].to_list()] == ["a"]
     assert source.sha256 == hashlib.sha256(path.read_bytes()[: source.size]).hexdigest()
+
+
+def test_a_stray_quote_that_swallows_rows_makes_its_row_malformed(tmp_path: Path) -> None:
+    """The reviewer's lost rows: a quote opened in one row and closed lines later (RFC 4180
+    reads them as one value) made one valid row of four. A line inside a value with a
+    delimiter per column is a row read into another: the row is malformed, not sent."""
+    header = "contactId,amount,definitionId,timeStamp,source,description,validFrom,validTo"
+    data = "\n".join([
+        header,
+        f'{GUID},10,1,,shop,"Bonus 5,,',
+        *[f"{GUID},{n},1,,shop,row {n},," for n in (20, 30)],
+        f'{GUID},40,1,,shop,row 40 "gold",,',
+        f"{GUID},50,1,,shop,ok,,",
+    ])  # fmt: skip
+    loaded = load(write(tmp_path / "in.csv", data + "\n"))
+    frame = loaded.frame
+    assert frame["amount"].to_list() == ["10", "50"]
+    assert "stray quote" in str(frame[LOAD_ERROR][0]) and frame[LOAD_ERROR][1] is None
+
+
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_value_with_line_breaks_and_a_few_delimiters_is_a_value(tmp_path: Path, sep: str) -> None:
+    """Text over lines, with commas (or tabs) in it, is not taken for swallowed rows."""
+    value = "line 1, a, b\nline 2, c, d\r\nline 3"
+    data = text([HEADER, [GUID, "10", "3", "POS", f'"{value}"'], ROW], sep=sep)
+    frame = load(write(tmp_path / "in.csv", data), delimiter=sep).frame
+    assert frame[LOAD_ERROR].to_list() == [None, None]
+    assert frame["description"][0] == value
