@@ -33,7 +33,7 @@ from pipeline.errors import JournalError
 SCHEMA_VERSION = 2
 APP = "points-import"
 FILENAME = "journal.sqlite"
-STALE_AFTER_S = 600.0  # a holder silent this long on another host is taken as dead
+STALE_AFTER_S = 600.0  # a holder silent this long is taken as dead (its pid may be reused)
 log = structlog.get_logger("pipeline.journal")
 BEAT_EVERY_S = 30.0  # a holder's heartbeat, while it holds, whatever it is waiting for
 TERMINAL = ("done", "failed")
@@ -517,15 +517,19 @@ def _journal_error(exc: sqlite3.Error, path: Path) -> JournalError:
 
 
 def _dead(row: sqlite3.Row, now: float) -> bool:
-    if row["holder_host"] == socket.gethostname():
-        try:
-            os.kill(row["holder_pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+    """A holder is dead if its heartbeat stopped (on this host a live pid may be another
+    process's now), or, on this host, if its pid is gone."""
+    if now - (row["holder_beat"] or 0) > STALE_AFTER_S:
+        return True
+    if row["holder_host"] != socket.gethostname():
         return False
-    return now - (row["holder_beat"] or 0) > STALE_AFTER_S
+    try:
+        os.kill(row["holder_pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _beat(db: sqlite3.Connection, import_id: str, now: float) -> None:

@@ -237,9 +237,11 @@ def test_the_same_process_may_acquire_again(journal: Journal, path: Path):
     assert holder(path)[0] == os.getpid()
 
 
-def test_a_live_holder_on_this_host_blocks_and_is_named(journal: Journal, path: Path, live_pid):
+def test_a_live_holder_on_this_host_blocks_and_is_named(
+    journal: Journal, path: Path, live_pid, clock: Clock
+):
     """A running process holding the import: JournalError with its pid, host and since."""
-    hold(path, live_pid, socket.gethostname(), beat=0.0)  # an old beat: liveness decides here
+    hold(path, live_pid, socket.gethostname(), beat=clock.now - 60)
     with pytest.raises(JournalError) as caught:
         journal.acquire(ID)
     message = str(caught.value)
@@ -256,6 +258,21 @@ def test_a_dead_holder_on_this_host_does_not_block(journal: Journal, path: Path,
     hold(path, proc.pid, socket.gethostname(), beat=clock.now)
     journal.acquire(ID)
     assert holder(path) == (os.getpid(), socket.gethostname())
+
+
+@pytest.mark.parametrize(("age", "blocks"), [(10.0, True), (STALE_AFTER_S + 1, False)])
+def test_a_live_pid_on_this_host_with_a_stale_heartbeat_does_not_block(
+    journal: Journal, path: Path, clock: Clock, age: float, blocks: bool
+):
+    """The reviewer's import blocked for ever: after a kill -9 its pid was reused by a
+    long-lived process (pid 1 here). A holder that stopped beating is dead, pid or not."""
+    hold(path, 1, socket.gethostname(), beat=clock.now - age)
+    if blocks:
+        with pytest.raises(JournalError, match="pid 1 on"):
+            journal.acquire(ID)
+    else:
+        journal.acquire(ID)
+        assert holder(path) == (os.getpid(), socket.gethostname())
 
 
 @pytest.mark.parametrize(
@@ -285,7 +302,7 @@ def test_a_live_holder_on_another_host_with_our_pid_blocks(
 
 
 def test_a_holder_appearing_during_acquire_is_not_overwritten(
-    journal: Journal, path: Path, live_pid: int
+    journal: Journal, path: Path, live_pid: int, clock: Clock
 ):
     """Check and take are one transaction: a concurrent holder makes acquire fail, not win."""
     interleaved: list[str] = []  # "done", or the error the other writer met
@@ -299,7 +316,7 @@ def test_a_holder_appearing_during_acquire_is_not_overwritten(
                 other.execute(
                     "UPDATE imports SET holder_pid = ?, holder_host = ?, holder_since = ?,"
                     " holder_beat = ? WHERE import_id = ?",
-                    (live_pid, socket.gethostname(), "2024-05-01T02:00:00+00:00", 0.0, ID),
+                    (live_pid, socket.gethostname(), "2024-05-01T02:00:00+00:00", clock.now, ID),
                 )
             interleaved.append("done")
         except sqlite3.Error as exc:
