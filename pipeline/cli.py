@@ -219,7 +219,11 @@ def _journal_dir(cfg: Config, state_dir: Path | None) -> Path:
 
 @app.command("simulate")
 @click.option(
-    "--port", type=int, default=8080, show_default=True, help="Port to listen on (0: any free one)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free one).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @_config

@@ -136,6 +136,11 @@ def credentials_from_env(cfg: EngageConfig, env: dict[str, str] | None = None) -
         )
     if not api_key:
         raise ConfigError(f"{cfg.api_key_env} is not set; export the Engage API key")
+    if not (api_key.isascii() and api_key.isprintable()):  # a header can't carry it
+        raise ConfigError(
+            f"{cfg.api_key_env} holds a character an HTTP header can't carry (not printable"
+            " ASCII); check how it was exported"
+        )
     check_base_url(base_url, cfg.base_url_env)
     return Credentials(base_url=base_url, api_key=SecretStr(api_key))
 

@@ -33,6 +33,8 @@ def test_usage_errors_exit_2(capsys):
     assert cli(["run", "x.csv", "--nope"]) == 2
     assert cli(["run", "x.csv", "--batch-size", "1001"]) == 2
     assert "1001" in capsys.readouterr().err
+    assert cli(["simulate", "--port", "99999"]) == 2  # was an internal error, exit 1
+    assert "99999" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,15 @@ def test_missing_credentials_say_which_variable(env):
         credentials_from_env(Config().engage, env)
 
 
+@pytest.mark.parametrize("key", ["kéy", "line\nbreak", "tab\tin"])
+def test_a_key_no_header_can_carry_is_a_config_error_naming_the_variable(key):
+    """Was an internal error (non-ASCII) or minutes of retries (a line break); never shown."""
+    env = {"ENGAGE_BASE_URL": "https://t.voyado.com", "ENGAGE_API_KEY": key}
+    with pytest.raises(ConfigError, match="ENGAGE_API_KEY holds a character") as caught:
+        credentials_from_env(Config().engage, env)
+    assert key not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9", "https://t.voyado.com"]
 )
