@@ -26,7 +26,7 @@ import structlog
 from pipeline.ahead import prefetched
 from pipeline.chunk import Batch
 from pipeline.engage import EngageClient
-from pipeline.errors import EngageError, TransientEngageError
+from pipeline.errors import EngageError, FatalEngageError, TransientEngageError
 from pipeline.load import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
 from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
@@ -59,11 +59,14 @@ class _Run:
         self.failure: EngageError | None = None
         self.stopped_by: str | None = None
         self.sent = 0
+        self.refusing = 0  # batches in a row whose every row Engage refused, one by one
+        self.tripped: EngageError | None = None  # stops the run if another batch is to go
 
     def make_room(self, should_stop: Callable[[], bool]) -> None:
         """Wait for a free worker; then say whether the run is to stop."""
         while len(self.inflight) >= self.concurrency:
             self.collect(wait(self.inflight, return_when=FIRST_COMPLETED).done)
+        self.failure = self.failure or self.tripped
         if self.stopped_by is None and self.failure is not None:
             self.stopped_by = f"not sent: the run stopped ({self.failure})"
         if self.stopped_by is None and should_stop():
@@ -85,7 +88,20 @@ class _Run:
                 self.failure = self.failure or failure
             else:
                 self.ledger.closed(batch.seq)
+                self._count_refusals(batch)
             self.done(batch)
+
+    def _count_refusals(self, batch: Batch) -> None:
+        """A few batches in a row that Engage refused row by row (2n-1 requests each): it
+        refuses everything (a contract changed, a tenant's rule); the rest is not sent."""
+        alone = self.poster.refused_alone.pop(batch.seq, 0)
+        self.refusing = self.refusing + 1 if alone == batch.rows.height > 1 else 0
+        if self.refusing >= REFUSING_IN_A_ROW:
+            self.tripped = FatalEngageError(
+                f"Engage refused every row of {self.refusing} batches in a row, one by one (the"
+                f" last: batch {batch.label}); see why in the rejects report, then run the"
+                " same command again"
+            )
 
     def _in_doubt(self, batch: Batch, exc: EngageError) -> None:
         """Rows of the batch in flight that no answer settled."""
@@ -143,6 +159,7 @@ def post(
 
 
 PREFETCH = 64  # batches planned ahead of the ones in flight
+REFUSING_IN_A_ROW = 3  # batches refused row by row before the run stops
 
 
 def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Posted:

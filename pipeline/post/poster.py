@@ -82,6 +82,7 @@ class Poster:
         self.resume = resume
         self.ledger = ledger or Ledger()
         self.unsent = unsent
+        self.refused_alone: dict[int, int] = {}  # by seq: rows Engage refused one by one
 
     def needs_sending(self, batch: Batch) -> bool:
         record = self.resume.records.get((batch.seq, batch.part))
@@ -160,6 +161,7 @@ class Poster:
 
     def _refused(self, batch: Batch, exc: BatchRejectedError) -> None:
         if batch.rows.height == 1:
+            self.refused_alone[batch.seq] = self.refused_alone.get(batch.seq, 0) + 1
             why = f"Engage refused it: {exc.status} {_squash(exc.body)}".strip()
             refused = [(int(batch.rows[SOURCE_ROW][0]), "batch", why)]
             self.recorder.settled(batch, "failed", exc.status, refused)

@@ -345,3 +345,23 @@ def test_an_import_re_run_with_other_settings_is_refused(simulator, run_cli, tmp
     same = run_cli("run", "in.csv", "--batch-size", "10", sim=sim)
     assert same.code == 0 and "already finished" in same.err, same.err
     assert len(stored(sim)) == 30
+
+
+def test_engage_refusing_every_row_stops_the_run_after_a_few_batches(simulator, run_cli, tmp_path):
+    """Every request answered 400 (a contract changed): each batch of n rows took 2n-1
+    requests to refuse row by row, a million rows two million requests. After three such
+    batches in a row the run stops (exit 1): those rows refused, the rest not sent; once
+    Engage takes rows again, the same command sends the rest."""
+    sim = simulator(faults={"error_rates": {400: 1.0}})
+    write_csv(tmp_path / "in.csv", numbered_rows(100))
+    args = ("run", "in.csv", "--batch-size", "10", "--concurrency", "1")
+    first = run_cli(*args, sim=sim)
+    assert first.code == 1 and "refused every row of 3 batches in a row" in first.err, first.err
+    posts = [r for r in sim.store.requests if r.method == "POST"]
+    assert len(posts) == 3 * 19 and not stored(sim)
+    stages = Counter(r["reason"].split(":")[0] for r in first.rejects("in.rejects.csv"))
+    assert stages == {"Engage refused it": 30, "not sent": 70}
+    httpx.put(f"{sim.url}/_sim/faults", json={}).raise_for_status()
+    again = run_cli(*args, sim=sim)
+    assert again.code == 3, again.err
+    assert len(stored(sim)) == 70 and len(again.rejects("in.rejects.csv")) == 30
