@@ -4,6 +4,7 @@
     ├── ConfigError                exit 2: bad config, flag or environment; nothing sent
     ├── InputError                 exit 2: the input can't be read as a whole; nothing sent
     ├── JournalError               exit 2: the run journal can't be used; nothing sent
+    ├── ReportError                exit 1: the rejects report or summary can't be written
     └── EngageError                talking to Engage went wrong
         ├── TransientEngageError   retryable: connection, timeout, 409, 429, 5xx
         ├── FatalEngageError       stops the run at once: 401, 403, unexpected answers
@@ -43,6 +44,10 @@ class JournalError(PipelineError):
     """The run journal is corrupt, foreign, newer or locked."""
 
     exit_code = EXIT_USAGE
+
+
+class ReportError(PipelineError):
+    """The rejects report or the summary can't be written (a full disk, say)."""
 
 
 class EngageError(PipelineError):

@@ -8,17 +8,18 @@ in the input, then ``sourceRow``, ``stage`` (validation, server, batch, unsent),
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.engage import FIELDS
+from pipeline.errors import ReportError
 from pipeline.load import SOURCE_ROW
 from pipeline.spool import Spool, in_order
 
@@ -66,23 +67,36 @@ def _number(value: Decimal) -> int | float:
 def write_rejects(rejects: Rejects, path: Path) -> None:
     """Write the rejects CSV, a part at a time (a header only when there are none, so no
     stale file misleads)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as out:
+
+    def write(out: BinaryIO) -> None:
         first = True
         for part in rejects.parts():
             part.write_csv(out, include_header=first)
             first = False
         if first:
             pl.DataFrame(schema=REJECTS_SCHEMA).write_csv(out)
-    tmp.replace(path)
+
+    _replace(path, write)
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _replace(path, lambda out: out.write((json.dumps(summary, indent=2) + "\n").encode("utf-8")))
+
+
+def _replace(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``path`` written whole, or left as it was (a full disk: no half file, no .tmp left)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as out:
+            write(out)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReportError(
+            f"{path} can't be written ({exc.strerror or exc}); the run's outcome is above: make"
+            " room and run the same command again (nothing is sent twice)"
+        ) from exc
 
 
 def render(summary: dict[str, Any], stream: TextIO) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import subprocess
@@ -11,10 +12,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.engage import FIELDS
+from pipeline.errors import ReportError
 from pipeline.load import load
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger
 from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, write_rejects
@@ -160,3 +163,20 @@ def test_points_are_summed_exactly_per_definition():
     ledger.settle(rows, "k", None, None)
     assert ledger.points == {1: Decimal("0.3"), 2: Decimal("5")}
     assert points(ledger.points) == {"1": 0.3, "2": 5}
+
+
+def test_a_report_that_cant_be_written_leaves_no_half_file(tmp_path, monkeypatch):
+    """A full disk while the report is written: a one-line error naming the file (exit 1),
+    the report as it was before, no .tmp left behind (it was an internal error)."""
+    path = tmp_path / "r.csv"
+    path.write_text("the report before\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_csv", full)
+    with pytest.raises(ReportError, match=r"r\.csv can't be written \(No space left on device\)"):
+        write_rejects(Rejects(()), path)
+    assert ReportError.exit_code == 1
+    assert path.read_text() == "the report before\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
