@@ -41,7 +41,7 @@ class Source:
     text_start: int  # offset past a BOM
     line_breaks: bool  # holds a "\n" (else classic Mac "\r" line ends)
     size: int  # the bytes of ``data`` hashed: no more are read (an export still being written)
-    stat: tuple[int, int] = (-1, -1)  # of ``path`` when it was hashed: size, mtime (ns)
+    stat: tuple[int, int]  # of ``path`` when it was hashed: size, mtime (ns)
 
     def changed(self) -> bool:
         """Whether ``path`` is not what was hashed any more (grown, rewritten); a file moved
