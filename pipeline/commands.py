@@ -14,7 +14,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-import httpx
 import structlog
 from pydantic import BaseModel, ValidationError
 
@@ -149,6 +148,8 @@ def _credentials(cfg: Config, env: dict[str, str] | None, dry_run: bool) -> Cred
 def open_client(
     cfg: Config, creds: Credentials, stop: threading.Event | None = None
 ) -> EngageClient:
+    import httpx  # here: a run without Engage does not need it
+
     timeout = httpx.Timeout(cfg.engage.read_timeout, connect=cfg.engage.connect_timeout)
     limiter = RateLimiter(cfg.engage.max_requests_per_second)
     return EngageClient.connect(

@@ -13,9 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import orjson
 import structlog
 import tenacity
@@ -29,6 +28,9 @@ from pipeline.errors import (
     TransientEngageError,
 )
 from pipeline.limits import RateLimiter
+
+if TYPE_CHECKING:  # imported when a client is made: a run without Engage needs no time for it
+    import httpx
 
 FIELDS = (
     "contactId",
@@ -95,6 +97,8 @@ class EngageClient:
         connections: int = 10,
     ) -> EngageClient:
         """One keep-alive connection pool for every request of the run."""
+        import httpx
+
         headers = {"apikey": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"}
         http = httpx.Client(
             base_url=base_url,
@@ -205,6 +209,8 @@ class EngageClient:
         return result, int(retrying.statistics.get("attempt_number", 1))
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         if self._limiter is not None:
             self._limiter.acquire(self._stopping)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,29 @@ def test_validate_needs_no_network_and_reports_invalid_rows(tmp_path, monkeypatc
     summary = json.loads((tmp_path / "out" / "s.json").read_text())
     assert (summary["rows_valid"], summary["rows_invalid"]) == (1, 1)
     assert (tmp_path / "out" / "in.rejects.csv").read_text().count("\n") == 2
+
+
+def test_a_command_without_engage_imports_no_client_and_a_clean_one_no_pandera(tmp_path):
+    """Start-up counts: validate (no network) loads no HTTP client; with every row valid, no
+    pandera either (it only says why rows failed). Checked in a fresh interpreter."""
+    from tests.conftest import ROOT
+
+    rows = "".join(f"{contact_id(i)},{i},1,s,d\n" for i in range(1, 4))
+    (tmp_path / "in.csv").write_text("contactId,amount,definitionId,source,description\n" + rows)
+    probe = (
+        "import sys; from pipeline.cli import cli; code = cli(sys.argv[1:]); "
+        "print(sorted(m for m in ('httpx', 'pandera') if m in sys.modules)); sys.exit(code)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, "validate", str(tmp_path / "in.csv")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_the_api_key_is_never_printed_or_written(simulator, run_cli, tmp_path):
