@@ -23,7 +23,7 @@ def overlap(journal: Journal, plan: Plan) -> str | None:
     if not journal.sent_any(besides=plan.import_id):
         return None
     seqs: dict[str, int] = {}
-    for batch in replace(plan, tally=Tally(), on_read=lambda rows: None, reported=False).batches():
+    for batch in replace(plan, tally=Tally(), on_read=lambda rows: None).batches():
         seqs.setdefault(hashlib.sha256(batch.body).hexdigest(), batch.seq)
     landed = journal.landed(seqs, besides=plan.import_id)
     return _told(plan, landed, seqs) if landed else None

@@ -85,7 +85,6 @@ class Plan:
     tally: Tally = field(default_factory=Tally)
     on_read: Callable[[int], None] = lambda rows: None
     chunk_bytes: int = CHUNK_BYTES  # how much text a piece holds
-    reported: bool = True  # its tally goes into a report (not when planned to be compared)
     _known: Rules | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -106,8 +105,6 @@ class Plan:
             self._count(read, checked, rules)
             yield self._counted(list(chunker.feed(checked.valid)))
         yield self._counted(list(chunker.flush()))
-        if not self.reported:
-            return
         self.tally.describe()  # now, while batches are still being sent, not at the report
         log.info(
             "planned",
