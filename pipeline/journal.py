@@ -96,7 +96,6 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)",
     "CREATE INDEX IF NOT EXISTS batches_by_content ON batches (content_sha256)",
 )
-FINISHED = "finished"  # an import's status once it ran to the end
 _LOOKUP = 500  # content hashes a query looks up (SQLite allows 999 parameters at least)
 
 
@@ -107,7 +106,6 @@ class Landed:
     import_id: str
     input_path: str
     created_at: str
-    status: str  # of the import
     seq: int
     content_sha256: str
 
@@ -366,8 +364,7 @@ class Journal:
         for at in range(0, len(wanted), _LOOKUP):
             part = wanted[at : at + _LOOKUP]
             found += self._read(
-                "SELECT b.import_id, i.input_path, i.created_at, i.status, b.seq,"
-                " b.content_sha256"
+                "SELECT b.import_id, i.input_path, i.created_at, b.seq, b.content_sha256"
                 " FROM batches b JOIN imports i ON i.import_id = b.import_id"
                 f" WHERE b.content_sha256 IN ({', '.join('?' * len(part))})"
                 " AND b.part = '' AND b.import_id != ? AND b.first_sent_at IS NOT NULL"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from pipeline.journal import FINISHED, Journal, Landed
+from pipeline.journal import Journal, Landed
 from pipeline.plan import Plan, Tally
 
 
@@ -34,16 +34,10 @@ def _told(plan: Plan, landed: list[Landed], seqs: dict[str, int]) -> str:
     mine = sorted({seqs[batch.content_sha256] for batch in landed})
     others = sorted({batch.import_id for batch in landed})
     also = f" (and {len(others) - 1} other imports)" if len(others) > 1 else ""
-    unfinished = (
-        f" Import {first.import_id} is unfinished: run it again from {first.input_path} to"
-        " finish it first."
-        if first.status != FINISHED
-        else ""
-    )
     return (
         f"{plan.source.path}: {len(mine)} of its batches (the first: batch {mine[0]}) hold"
         f" exactly the rows of batches import {first.import_id} ({first.input_path},"
         f" {first.created_at}){also} sent, so Engage may hold them: sending them again would"
-        f" award their points twice.{unfinished} Put only the new or fixed rows in a file of"
-        " their own (rows Engage refused: fix its rejects report and import that)"
+        " award their points twice. Put only the new or fixed rows in a file of their own"
+        " (rows Engage refused: fix its rejects report and import that)"
     )

@@ -35,13 +35,14 @@ from pipeline.errors import (
     JournalError,
     PipelineError,
 )
-from pipeline.journal import FINISHED, ImportRecord, Journal
+from pipeline.journal import ImportRecord, Journal
 from pipeline.load import SOURCE_ROW, Source, open_source
 from pipeline.overlap import overlap
 from pipeline.plan import Plan
 from pipeline.post import Posted, Refused, Resume, post
 
 log = structlog.get_logger("pipeline.runner")
+FINISHED = "finished"
 
 
 @dataclass(frozen=True)

@@ -323,25 +323,6 @@ def test_a_file_holding_batches_another_import_sent_is_refused_unless_forced(
     assert len(stored(sim)) == 596 + 597 + 596
 
 
-def test_a_grown_file_of_a_killed_import_is_refused_and_told_to_finish_it(
-    killable, run_cli, tmp_path
-):
-    """Killed after 3 batches, then the file grown: exit 2, the first import named unfinished;
-    finished from its own file, every row lands once."""
-    sim, killer = killable
-    lines = source_file(tmp_path / "in.csv").read_text().splitlines(keepends=True)
-    proc = start(sim, tmp_path)
-    killer.arm(proc.pid, 4, "before")
-    assert finish(proc)[0] == -signal.SIGKILL
-    (tmp_path / "grown.csv").write_text("".join(lines) + lines[-1].replace("t 600", "t 601"))
-    args = ("--batch-size", BATCH, "--summary", "summary.json")
-    refused = run_cli("run", "grown.csv", *args, sim=sim, config=CONFIG)
-    assert refused.code == 2 and "is unfinished: run it again from in.csv" in refused.err
-    assert run_cli("run", "in.csv", *args, sim=sim, config=CONFIG).code == 3
-    counts = Counter(content(t) for t in stored(sim))
-    assert len(counts) == 596 and max(counts.values()) == 1
-
-
 def test_rows_engage_refused_whole_fed_back_unchanged_are_sent(simulator, run_cli, tmp_path):
     """A batch whose every row Engage refused holds nothing it kept: the rejects report,
     imported unchanged once the contacts exist, is sent, not refused as a repeat."""
