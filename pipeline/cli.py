@@ -91,12 +91,7 @@ _state_dir = click.option(
     type=click.FloatRange(min=1),
     help="At most this many requests in any second [default: from config, 50].",
 )
-@click.option(
-    "--force",
-    is_flag=True,
-    help="Send rows again that the journal says were sent: a finished import, or a file"
-    " holding batches another import sent (grown, fixed in place), under new keys.",
-)
+@click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
 @click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
 def run_cmd(
     input: Path,

@@ -41,7 +41,7 @@ class InputError(PipelineError):
 
 
 class JournalError(PipelineError):
-    """The run journal is corrupt, foreign, newer or locked, or says the rows were sent."""
+    """The run journal is corrupt, foreign, newer or locked."""
 
     exit_code = EXIT_USAGE
 

@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,23 +91,7 @@ _MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version
     2: "ALTER TABLE batches ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0",  # a batch's
 }  # notAccepted entries that matched no row sent: remembered for the runs that resume it
 # what a resumed run looks up a batch at a time; an index changes nothing an older version reads
-# and what a new import looks up: batches of the same rows that other imports sent
-_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)",
-    "CREATE INDEX IF NOT EXISTS batches_by_content ON batches (content_sha256)",
-)
-_LOOKUP = 500  # content hashes a query looks up (SQLite allows 999 parameters at least)
-
-
-@dataclass(frozen=True)
-class Landed:
-    """A batch another import sent, not refused whole: its rows may be in Engage."""
-
-    import_id: str
-    input_path: str
-    created_at: str
-    seq: int
-    content_sha256: str
+_INDEXES = "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)"
 
 
 @dataclass(frozen=True)
@@ -348,33 +332,6 @@ class Journal:
 
     # --- batches ----------------------------------------------------------------------
 
-    def sent_any(self, besides: str) -> bool:
-        """Whether an import other than ``besides`` ever sent a batch."""
-        found = self._read(
-            "SELECT 1 FROM batches WHERE import_id != ? AND first_sent_at IS NOT NULL LIMIT 1",
-            (besides,),
-        )
-        return bool(found)
-
-    def landed(self, contents: Collection[str], besides: str) -> list[Landed]:
-        """The planned batches of imports other than ``besides`` with one of these contents
-        (sha256 of the body) that were sent and not refused whole (by a 4xx, or every row
-        in notAccepted): each one's rows may have been awarded."""
-        wanted, found = sorted(contents), []
-        for at in range(0, len(wanted), _LOOKUP):
-            part = wanted[at : at + _LOOKUP]
-            found += self._read(
-                "SELECT b.import_id, i.input_path, i.created_at, b.seq, b.content_sha256"
-                " FROM batches b JOIN imports i ON i.import_id = b.import_id"
-                f" WHERE b.content_sha256 IN ({', '.join('?' * len(part))})"
-                " AND b.part = '' AND b.import_id != ? AND b.first_sent_at IS NOT NULL"
-                " AND b.state != 'failed' AND b.rows > (SELECT COUNT(*) FROM refused r"
-                " WHERE r.import_id = b.import_id AND r.seq = b.seq)",
-                (*part, besides),
-            )
-        landed = [Landed(*row) for row in found]
-        return sorted(landed, key=lambda b: (b.created_at, b.import_id, b.seq))
-
     def batches(self, import_id: str) -> dict[tuple[int, str], BatchRecord]:
         rows = self._read(
             "SELECT * FROM batches WHERE import_id = ? ORDER BY seq, part", (import_id,)
@@ -486,8 +443,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
                 _create(db)
             else:
                 _check(db, tables, path)
-            for index in _INDEXES:
-                db.execute(index)
+            db.execute(_INDEXES)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:

@@ -37,7 +37,6 @@ from pipeline.errors import (
 )
 from pipeline.journal import ImportRecord, Journal
 from pipeline.load import SOURCE_ROW, Source, open_source
-from pipeline.overlap import overlap
 from pipeline.plan import Plan
 from pipeline.post import Posted, Refused, Resume, post
 
@@ -120,9 +119,9 @@ def _record(
     if record is not None and record.input_sha256 != source.sha256:
         raise JournalError(
             f"import {import_id} was started from another file ({record.input_path}, "
-            f"sha256 {record.input_sha256[:12]}…); finish it from that file. Under another "
-            "--import-id this file is a new import (its batches that were sent already need "
-            "--force)"
+            f"sha256 {record.input_sha256[:12]}…); finish it from that file. Another "
+            "--import-id sends every row of this file again, those that landed too: only for "
+            "a file that holds none of them"
         )
     forced = settings.force and record is not None and record.status == FINISHED
     if record is not None and not forced and not settings.dry_run:
@@ -203,8 +202,6 @@ def _journaled(
             result = _report(settings, plan, posted, started, clock, _finished_note(record))
             return replace(result, summary=record.summary or result.summary, replayed=True)
         plan, record = _forced(settings, plan, journal), None
-    elif record is None:
-        _overlapping(settings, journal, plan)
     if record is None:
         _register(journal, plan, settings)
     journal.acquire(plan.import_id)
@@ -264,18 +261,6 @@ def _forced(settings: RunSettings, plan: Plan, journal: Journal) -> Plan:
     if not settings.confirm(message):
         raise ConfigError("--force not confirmed: nothing sent")
     return replace(plan, import_id=import_id, tally=type(plan.tally)())
-
-
-def _overlapping(settings: RunSettings, journal: Journal, plan: Plan) -> None:
-    """A new import holding the rows of batches another import sent: refused, nothing sent,
-    unless --force is confirmed."""
-    told = overlap(journal, plan)
-    if told is None:
-        return
-    if not settings.force:
-        raise JournalError(f"{told}; --force sends every row again. Nothing was sent")
-    if not settings.confirm(f"{told}. --force sends every row again; go on?"):
-        raise ConfigError("--force not confirmed: nothing sent")
 
 
 def _missing(import_id: str) -> ImportRecord:

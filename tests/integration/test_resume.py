@@ -288,56 +288,6 @@ def test_a_finished_import_is_not_sent_again_unless_forced(simulator, run_cli, t
     assert len(stored(sim)) == 2 * 596
 
 
-def posts(sim: SimulatorServer) -> int:
-    return sum(r.method == "POST" for r in sim.store.requests)
-
-
-def test_a_file_holding_batches_another_import_sent_is_refused_unless_forced(
-    simulator, run_cli, tmp_path
-):
-    """The file grown by a row, or with a row fixed in place, is a new import whose batches
-    are (mostly) those the first import sent: exit 2, nothing sent, nothing in the journal;
-    --force --yes sends every row again. A file of other rows, same journal, is sent."""
-    sim = simulator()
-    lines = source_file(tmp_path / "in.csv").read_text().splitlines(keepends=True)
-    args = ("--batch-size", BATCH, "--summary", "summary.json")
-    assert run_cli("run", "in.csv", *args, sim=sim, config=CONFIG).code == 3
-    sent = posts(sim)
-    (tmp_path / "grown.csv").write_text("".join(lines) + lines[-1].replace("t 600", "t 601"))
-    fixed = [line.replace("receipt 120,", "receipt 120 (fixed),") for line in lines]
-    assert fixed != lines
-    (tmp_path / "fixed.csv").write_text("".join(fixed))
-    for name in ("grown.csv", "fixed.csv"):
-        refused = run_cli("run", name, *args, sim=sim, config=CONFIG)
-        assert refused.code == 2, refused.err
-        assert "would award their points twice" in refused.err and "--force" in refused.err
-        assert posts(sim) == sent
-    listed = run_cli("runs", sim=sim).err
-    assert "in.csv" in listed and "grown.csv" not in listed and "fixed.csv" not in listed
-    forced = run_cli("run", "grown.csv", *args, "--force", "--yes", sim=sim, config=CONFIG)
-    assert forced.code == 3, forced.err
-    assert len(stored(sim)) == 596 + 597
-    other = [line.replace("receipt", "other receipt") for line in lines]
-    (tmp_path / "other.csv").write_text("".join(other))
-    assert run_cli("run", "other.csv", *args, sim=sim, config=CONFIG).code == 3
-    assert len(stored(sim)) == 596 + 597 + 596
-
-
-def test_rows_engage_refused_whole_fed_back_unchanged_are_sent(simulator, run_cli, tmp_path):
-    """A batch whose every row Engage refused holds nothing it kept: the rejects report,
-    imported unchanged once the contacts exist, is sent, not refused as a repeat."""
-    unknown = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(1, 4)]
-    rows = [{"contactId": c, "amount": "5", "definitionId": "1", "source": "POS",
-             "description": f"visit {c[-1]}"} for c in unknown]  # fmt: skip
-    write_csv(tmp_path / "in.csv", rows)
-    first = run_cli("run", "in.csv", sim=simulator(), config=CONFIG)
-    assert first.code == 3 and len(first.rejects("in.rejects.csv")) == 3
-    later = simulator(auto_create_contacts=True)
-    again = run_cli("run", "in.rejects.csv", sim=later, config=CONFIG)
-    assert again.code == 0, again.err
-    assert sorted(t["contactId"] for t in stored(later)) == unknown
-
-
 @pytest.mark.parametrize(
     ("make", "says"),
     [

@@ -491,27 +491,3 @@ def test_the_heartbeat_goes_on_after_a_failed_beat(
         assert time.monotonic() < deadline, "the heartbeat stopped after one failure"
         time.sleep(0.02)
     journal.release(ID)
-
-
-def test_landed_finds_the_sent_batches_of_other_imports_that_engage_did_not_refuse_whole(
-    journal: Journal,
-):
-    """Batch 1 of night-1 was taken (one row of three refused); batch 2 every row refused.
-    night-2 was planned, never sent; night-3 sent batch 1 and Engage refused it (a 400)."""
-    assert not journal.sent_any(besides="night-2")
-    journal.sending(ID, 1, "")
-    journal.settle(ID, 1, "", "done", 202, [(2, "engage", "unknown contact")], "key-1")
-    journal.sending(ID, 2, "")
-    refused_both = [(4, "engage", "unknown contact"), (5, "engage", "unknown contact")]
-    journal.settle(ID, 2, "", "done", 202, refused_both, "key-2")
-    for other in ("night-2", "night-3"):
-        journal.register(other, f"{other}.csv", "b" * 64, {"batch_size": 3})
-        journal.plan_batches(other, [(1, f"{other}-key", 3, "sha-1")])
-    journal.sending("night-3", 1, "")
-    journal.settle("night-3", 1, "", "failed", 400, [], "night-3-key")
-    assert journal.sent_any(besides="night-2")
-    landed = journal.landed({"sha-1", "sha-2", "sha-9"}, besides="night-2")
-    assert [(b.import_id, b.seq, b.content_sha256, b.input_path) for b in landed] == [
-        (ID, 1, "sha-1", "in.csv")
-    ]
-    assert journal.landed({"sha-1", "sha-2"}, besides=ID) == []
