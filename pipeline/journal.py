@@ -30,13 +30,14 @@ import structlog
 
 from pipeline.errors import JournalError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP = "points-import"
 FILENAME = "journal.sqlite"
 STALE_AFTER_S = 600.0  # a holder silent this long is taken as dead (its pid may be reused)
 log = structlog.get_logger("pipeline.journal")
 BEAT_EVERY_S = 30.0  # a holder's heartbeat, while it holds, whatever it is waiting for
 TERMINAL = ("done", "failed")
+FINISHED = "finished"  # an import's status once it ran to the end
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +58,8 @@ CREATE TABLE imports (
     holder_pid INTEGER,
     holder_host TEXT,
     holder_since TEXT,
-    holder_beat REAL
+    holder_beat REAL,
+    input_bytes INTEGER
 );
 CREATE TABLE batches (
     import_id TEXT NOT NULL REFERENCES imports(import_id),
@@ -88,8 +90,11 @@ CREATE TABLE refused (
 );
 """
 _MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-1 to version
-    2: "ALTER TABLE batches ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0",  # a batch's
-}  # notAccepted entries that matched no row sent: remembered for the runs that resume it
+    # a batch's notAccepted entries that matched no row sent: kept for the runs that resume it
+    2: "ALTER TABLE batches ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0",
+    # the bytes of the input imported: a file that grew since is known by them (a prefix)
+    3: "ALTER TABLE imports ADD COLUMN input_bytes INTEGER",
+}
 # what a resumed run looks up a batch at a time; an index changes nothing an older version reads
 _INDEXES = "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)"
 
@@ -126,6 +131,7 @@ class ImportRecord:
     created_at: str
     updated_at: str
     holder: str | None
+    input_bytes: int | None = None  # of the input as imported (None: an older version's)
 
 
 class Journal:
@@ -203,16 +209,18 @@ class Journal:
         input_sha256: str,
         settings: dict[str, Any],
         definitions: Sequence[int] | None = None,
+        input_bytes: int | None = None,
     ) -> None:
         """Record a new import; its batches are added as they are planned (``plan_batch``)."""
         stamp = _iso(self._clock())
         with self._write() as db:
             db.execute(
                 "INSERT INTO imports (import_id, input_path, input_sha256, settings, definitions,"
-                " batches, rows, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, 0, 0, 'planned', ?, ?)",
+                " batches, rows, status, created_at, updated_at, input_bytes)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0, 'planned', ?, ?, ?)",
                 (import_id, input_path, input_sha256, _dump(settings),
-                 None if definitions is None else _dump(sorted(definitions)), stamp, stamp),
+                 None if definitions is None else _dump(sorted(definitions)), stamp, stamp,
+                 input_bytes),
             )  # fmt: skip
 
     def set_definitions(self, import_id: str, definitions: Sequence[int]) -> None:
@@ -560,6 +568,7 @@ def _import(r: sqlite3.Row) -> ImportRecord:
         created_at=r["created_at"],
         updated_at=r["updated_at"],
         holder=holder,
+        input_bytes=r["input_bytes"],
     )
 
 

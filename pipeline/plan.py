@@ -16,7 +16,7 @@ from pipeline.ahead import mapped, prefetched
 from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
 from pipeline.frames import detached
-from pipeline.load import CHUNK_BYTES, Source, read_chunks
+from pipeline.load import CHUNK_BYTES, SOURCE_ROW, Source, read_chunks
 from pipeline.spool import Spool
 from pipeline.validate import Checked, Rules, Seen, dedupe, describe, screen
 
@@ -85,6 +85,7 @@ class Plan:
     tally: Tally = field(default_factory=Tally)
     on_read: Callable[[int], None] = lambda rows: None
     chunk_bytes: int = CHUNK_BYTES  # how much text a piece holds
+    skip_through: int = 0  # rows numbered up to this one are an earlier import's: not read
     _known: Rules | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -115,6 +116,8 @@ class Plan:
         )
 
     def _screen(self, frame: pl.DataFrame) -> tuple[int, Rules, Checked]:
+        if self.skip_through:
+            frame = frame.filter(pl.col(SOURCE_ROW) > self.skip_through)
         rules = self._rules_for(frame.height)
         return frame.height, rules, screen(frame, rules)
 

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -35,13 +35,13 @@ from pipeline.errors import (
     JournalError,
     PipelineError,
 )
-from pipeline.journal import ImportRecord, Journal
+from pipeline.grown import Continued, grown
+from pipeline.journal import FINISHED, ImportRecord, Journal
 from pipeline.load import SOURCE_ROW, Source, open_source
 from pipeline.plan import Plan
 from pipeline.post import Posted, Refused, Resume, post
 
 log = structlog.get_logger("pipeline.runner")
-FINISHED = "finished"
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class RunSettings:
     rejects_path: Path | None = None
     force: bool = False
     confirm: Callable[[str], bool] = field(default=lambda message: False)
+    continues: Continued | None = None  # the file grew since an import of it: rows after its
 
     @property
     def size(self) -> int:
@@ -96,9 +97,14 @@ def run(
     started, clock = datetime.now(UTC), time.perf_counter()
     progress = progress or Progress()
     with open_source(settings.input, settings.config.input.format) as source:
+        if journal is not None and not settings.import_id:
+            source, continued = grown(journal, source, str(settings.input), settings.config)
+            settings = replace(settings, continues=continued)
         import_id = settings.import_id or source.sha256[:16]
         structlog.contextvars.bind_contextvars(import_id=import_id)
         record = _record(journal, import_id, source, settings)
+        if record is not None and "continues" in record.settings:  # as it was planned
+            settings = replace(settings, continues=Continued(*record.settings["continues"]))
         plan = _plan(settings, source, import_id, client, record, progress)
         if settings.dry_run or client is None:
             posted = _drain(plan)
@@ -163,8 +169,9 @@ def _plan(
             )
         return known[0]
 
+    after = settings.continues.through_row if settings.continues else 0
     return Plan(source, import_id, settings.config, settings.timezone, settings.size,
-                definitions, on_read=progress.rows_read)  # fmt: skip
+                definitions, on_read=progress.rows_read, skip_through=after)  # fmt: skip
 
 
 def _fetch_definitions(client: EngageClient | None, cfg: Config) -> frozenset[int] | None:
@@ -269,8 +276,10 @@ def _missing(import_id: str) -> ImportRecord:
 
 def _register(journal: Journal, plan: Plan, settings: RunSettings) -> None:
     try:
-        journal.register(plan.import_id, str(settings.input), plan.source.sha256,
-                         _shaping(settings))  # fmt: skip
+        source = plan.source  # its bytes as read (not a gzip's): a grown file's first ones
+        size = source.size if source.data == source.path else None
+        journal.register(plan.import_id, str(settings.input), source.sha256, _shaping(settings),
+                         input_bytes=size)  # fmt: skip
     except JournalError as exc:
         if isinstance(exc.__cause__, sqlite3.IntegrityError):
             raise JournalError(
@@ -287,7 +296,7 @@ def _shaping(settings: RunSettings) -> dict[str, Any]:
         "columns": cfg.columns,
         "validation": cfg.validation.model_dump(),
         "format": cfg.input.format,
-    }
+    } | ({"continues": astuple(settings.continues)} if settings.continues else {})
 
 
 def _resume(journal: Journal, import_id: str, settings: RunSettings) -> Resume:
@@ -364,7 +373,8 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
         "import_id": plan.import_id,
         "input": str(settings.input),
         "input_sha256": plan.source.sha256,
-        "input_changed": changed,  # while it was read: what it holds now was not all imported
+        "input_changed": changed,  # what it holds now was not all read (it grew, say)
+        "continues": asdict(settings.continues) if settings.continues else None,
         "status": status,
         "dry_run": settings.dry_run,
         "rows_read": read,
@@ -404,11 +414,19 @@ def _message(summary: dict[str, Any]) -> str:
             f"Engage refused {unmatched} rows that match no row sent (counted accepted; the"
             " log names their batches): check those batches in Engage"
         )
+    continued = summary.get("continues")
+    if continued:
+        notes.append(
+            f"rows 1-{continued['through_row']} of {summary['input']} were import"
+            f" {continued['import_id']}'s (the file grew since): only the rows after them were"
+            " read"
+        )
     if summary.get("input_changed"):
         notes.append(
-            f"{summary['input']} changed while it was read: only what it held at the start was"
-            f" read ({summary['rows_read']} rows); import rows added since from a file of their"
-            " own, not this one whole again (its other rows would land twice)"
+            f"{summary['input']} holds more than was read ({summary['rows_read']} rows: what it"
+            " held at the start, or an earlier import's part of it, now finished): run it again"
+            " for rows appended since, only they are read; if it was rewritten, import the new"
+            " rows from a file of their own (its other rows would land twice)"
         )
     return "; ".join(notes)
 

@@ -10,7 +10,7 @@ import hashlib
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +44,37 @@ class Source:
     stat: tuple[int, int]  # of ``path`` when it was hashed: size, mtime (ns)
 
     def changed(self) -> bool:
-        """Whether ``path`` is not what was hashed any more (grown, rewritten); a file moved
-        away since is not changed."""
+        """Whether ``path`` holds more or other than what was hashed (grown, rewritten; or only
+        its first bytes were read); a file moved away since is not changed."""
         try:
             now = self.path.stat()
         except OSError:
             return False
-        return (now.st_size, now.st_mtime_ns) != self.stat
+        unread = self.data == self.path and now.st_size > self.size
+        return (now.st_size, now.st_mtime_ns) != self.stat or unread
+
+    def earlier_part(self, known: Sequence[tuple[int, str]]) -> int | None:
+        """Of ``known`` (size, sha256) pairs, the largest size whose first bytes of the file,
+        as stored, are those hashed, ending where a row ends (a line break, outside quotes):
+        what an earlier import read of it, before rows were appended. One pass over the
+        file. Never for a compressed file or Parquet."""
+        if self.data != self.path or self.format == "parquet":
+            return None
+        wanted = sorted((size, sha) for size, sha in known if 0 < size < self.size)
+        found, digest, quotes, at = None, hashlib.sha256(), 0, 0
+        with self.path.open("rb") as handle:
+            for size, sha256 in wanted:
+                block = handle.read(size - at)
+                digest.update(block)
+                quotes += block.count(b'"')
+                at = size
+                after = handle.read(1)
+                handle.seek(at)
+                whole = block.endswith(b"\n") or after in (b"\n", b"\r")
+                quoted = self.format != "ndjson" and quotes % 2  # inside a quoted CSV value
+                if whole and not quoted and digest.copy().hexdigest() == sha256:
+                    found = size
+        return found
 
 
 @contextmanager

@@ -288,6 +288,67 @@ def test_a_finished_import_is_not_sent_again_unless_forced(simulator, run_cli, t
     assert len(stored(sim)) == 2 * 596
 
 
+def appended(path: Path, first: int, count: int) -> None:
+    """``count`` more rows at the end of ``path``, numbered from ``first``, as a day's file
+    grows with late rows."""
+    rows = "".join(
+        f"{contact_id(i % 97 + 1)},{i}.5,1,2026-11-25T11:00:00,POS,late receipt {i},,\n"
+        for i in range(first, first + count)
+    )
+    with path.open("a", encoding="utf-8") as f:
+        f.write(rows)
+
+
+def test_a_file_that_grew_sends_only_the_rows_appended(simulator, run_cli, tmp_path):
+    """The day's file run again after late rows were appended: only they are read and sent
+    (a new import), the summary names the import they continue; again and again."""
+    sim = simulator()
+    path = source_file(tmp_path / "in.csv")
+    args = ("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json")
+    first = run_cli(*args, sim=sim, config=CONFIG)
+    assert first.code == 3
+    first_id = first.summary()["import_id"]
+    appended(path, 1, 30)
+    second = run_cli(*args, sim=sim, config=CONFIG)
+    assert second.code == 0, second.err
+    summary = second.summary()
+    assert summary["rows_read"] == summary["rows_accepted"] == 30
+    assert summary["continues"] == {"import_id": first_id, "through_row": 600}
+    assert "rows 1-600 of in.csv were import" in second.err
+    again = run_cli(*args, sim=sim, config=CONFIG)
+    assert again.code == 0 and "nothing sent" in again.err
+    appended(path, 31, 5)
+    third = run_cli(*args, sim=sim, config=CONFIG)
+    assert third.code == 0 and third.summary()["rows_read"] == 5
+    assert third.summary()["continues"]["through_row"] == 630
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 + 35 and max(counts.values()) == 1
+
+
+def test_a_killed_import_whose_file_grew_is_finished_first_then_the_rest(
+    killable, run_cli, tmp_path
+):
+    """Killed after 3 batches, the file then grew: the next run finishes the killed import
+    from its own bytes (exit 3: the file holds more), the one after sends the rows appended."""
+    sim, killer = killable
+    path = source_file(tmp_path / "in.csv")
+    proc = start(sim, tmp_path)
+    killer.arm(proc.pid, 4, "before")
+    assert finish(proc)[0] == -signal.SIGKILL
+    appended(path, 1, 30)
+    args = ("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json")
+    finishing = run_cli(*args, sim=sim, config=CONFIG)
+    assert finishing.code == 3, finishing.err
+    summary = finishing.summary()
+    assert summary["input_changed"] and summary["rows_read"] == 600 and not summary["continues"]
+    assert "run it again for rows appended since" in finishing.err
+    rest = run_cli(*args, sim=sim, config=CONFIG)
+    assert rest.code == 0, rest.err
+    assert rest.summary()["continues"]["import_id"] == summary["import_id"]
+    counts = Counter(content(t) for t in stored(sim))
+    assert len(counts) == 596 + 30 and max(counts.values()) == 1
+
+
 @pytest.mark.parametrize(
     ("make", "says"),
     [

@@ -99,7 +99,7 @@ def test_a_new_journal_names_its_app_and_schema_version(tmp_path: Path):
     Journal.open(state).close()
     meta = dict(sql(state / FILENAME, "SELECT key, value FROM meta"))
     assert meta["app"] == APP == "points-import"
-    assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
 
 
 def test_the_journal_runs_in_wal_mode(journal: Journal, path: Path):
@@ -376,16 +376,19 @@ def test_another_programs_sqlite_file_is_refused(path: Path):
 
 
 def test_a_journal_of_version_1_is_migrated_and_its_batches_kept(journal: Journal, path: Path):
-    """Version 1 had no count of unmatched refusals: opened, the column is added (0 for the
-    batches it holds), the version says 2, and a settled count is kept."""
+    """Version 1 had no count of unmatched refusals, nor the input's size: opened, the columns
+    are added (0 for the batches it holds, null for the imports), the version says 3, and a
+    settled count is kept."""
     journal.close()
     sql(path, "ALTER TABLE batches DROP COLUMN unmatched")
+    sql(path, "ALTER TABLE imports DROP COLUMN input_bytes")
     sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with Journal(path) as again:
         assert {r.unmatched for r in again.batches(ID).values()} == {0}
         again.settle(ID, 1, "", "done", 202, [], "key-1", unmatched=2)
         assert again.batches(ID)[(1, "")].unmatched == 2
-    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+        assert again.find(ID).input_bytes is None
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
 
 
 def test_a_journal_of_a_newer_version_is_refused(journal: Journal, path: Path):

@@ -664,3 +664,42 @@ def test_a_value_with_line_breaks_and_a_few_delimiters_is_a_value(tmp_path: Path
     frame = load(write(tmp_path / "in.csv", data), delimiter=sep).frame
     assert frame[LOAD_ERROR].to_list() == [None, None]
     assert frame["description"][0] == value
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "cut", "says"),
+    [
+        ("day.csv", b"h\n1\n2\n", 4, True),  # "h\n1\n": rows appended after it
+        ("day.csv", b"h\n12\n", 3, False),  # "h\n1": the row went on, as "12"
+        ("day.csv", b"h\n1\n2\n", 6, False),  # the whole file: it did not grow
+        ("day.csv", b'h\n"a\nb"\n', 4, False),  # ends inside a quoted value
+        ("day.ndjson", b'{"a":"\\""}\n{"a":1}\n', 11, True),  # an escaped quote: lines are rows
+    ],
+    ids=["a-row-ends", "mid-row", "whole", "in-quotes", "ndjson"],
+)
+def test_an_earlier_part_of_a_file_is_known_only_ending_at_a_row_end(
+    tmp_path: Path, name: str, text: bytes, cut: int, says: bool
+):
+    """What an earlier import read is known by its size and SHA-256, ending where a row ends."""
+    path = tmp_path / name
+    path.write_bytes(text)
+    with open_source(path) as source:
+        assert source.earlier_part([(cut, hashlib.sha256(text[:cut]).hexdigest())]) == (
+            cut if says else None
+        )
+        assert source.earlier_part([(cut, hashlib.sha256(b"other").hexdigest())]) is None
+
+
+def test_a_gzip_or_a_file_cut_at_a_line_break_after_the_cut(tmp_path: Path):
+    """An earlier file without a last line break grew by a line break and rows: it starts
+    it. A gzip never does (its bytes as stored are not the text read)."""
+    plain = tmp_path / "day.csv"
+    plain.write_bytes(b"h\n1\r\n2\r\n")
+    with open_source(plain) as source:
+        known = [(n, hashlib.sha256(b"h\n1\r\n2\r\n"[:n]).hexdigest()) for n in (2, 3, 4, 6)]
+        assert source.earlier_part(known) == 6  # the largest: "h\n1\r\n2", then "\r"
+    packed = tmp_path / "day.csv.gz"
+    packed.write_bytes(gzip.compress(b"h\n1\n2\n"))
+    stored = packed.read_bytes()
+    with open_source(packed) as source:
+        assert source.earlier_part([(10, hashlib.sha256(stored[:10]).hexdigest())]) is None

@@ -1,0 +1,63 @@
+"""Grown: the input is a file an earlier import read, with rows appended since (the day's
+export run again after late rows came in, or a file still being written when it was read).
+
+Its first bytes are that import's, byte for byte (the same path; their SHA-256 is the one
+the journal holds), ending where a row ends: the rows in them were that import's, and only
+the rows after them are read, as a new import. Under new keys, sending them all again would
+award the earlier rows twice. If that import is unfinished, this run finishes it first, from
+its own bytes, and the next run reads the rest. Only for an import id taken from the file's
+hash (an ``--import-id`` names a file that is not expected to grow).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pipeline.config import Config
+from pipeline.journal import FINISHED, ImportRecord, Journal
+from pipeline.load import SOURCE_ROW, Source, read_chunks
+
+
+@dataclass(frozen=True)
+class Continued:
+    """An import that reads on where an earlier one, of the same file, stopped."""
+
+    import_id: str  # the earlier import
+    through_row: int  # the last row number it held: rows after it are this import's
+
+
+def grown(
+    journal: Journal, source: Source, path: str, config: Config
+) -> tuple[Source, Continued | None]:
+    """``source`` and what it continues; or, if the earlier import is unfinished, its part of
+    the file, to finish it first."""
+    if journal.find(source.sha256[:16]) is not None:  # this very file: a re-run
+        return source, None
+    earlier = _earlier(journal, source, path)
+    if earlier is None or earlier.input_bytes is None:
+        return source, None
+    before = replace(source, size=earlier.input_bytes, sha256=earlier.input_sha256)
+    if earlier.status != FINISHED:
+        return before, None
+    return source, Continued(earlier.import_id, _last_row(before, config))
+
+
+def _earlier(journal: Journal, source: Source, path: str) -> ImportRecord | None:
+    """The import of ``path`` whose bytes are the most of this file's first ones (one named
+    by them: not a --force'd copy, nor one given an --import-id)."""
+    imports = [
+        r
+        for r in journal.imports()
+        if r.input_path == path and r.input_bytes and r.import_id == r.input_sha256[:16]
+    ]
+    size = source.earlier_part([(r.input_bytes or 0, r.input_sha256) for r in imports])
+    return next((r for r in imports if size and r.input_bytes == size), None)
+
+
+def _last_row(source: Source, config: Config) -> int:
+    """The number of the last row in ``source`` (blank lines after it are no rows)."""
+    last = 0
+    for frame in read_chunks(source, config.input.delimiter, config.columns):
+        if frame.height:
+            last = max(last, int(frame[SOURCE_ROW].max()))  # type: ignore[arg-type]
+    return last
