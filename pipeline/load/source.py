@@ -61,16 +61,19 @@ class Source:
         if self.data != self.path or self.format == "parquet":
             return None
         wanted = sorted((size, sha) for size, sha in known if 0 < size < self.size)
-        found, digest, quotes, at = None, hashlib.sha256(), 0, 0
+        found, digest, quotes, last = None, hashlib.sha256(), 0, b""
         with self.path.open("rb") as handle:
             for size, sha256 in wanted:
-                block = handle.read(size - at)
-                digest.update(block)
-                quotes += block.count(b'"')
-                at = size
+                while handle.tell() < size:
+                    block = handle.read(min(BLOCK, size - handle.tell()))
+                    if not block:  # cut short since it was hashed
+                        return found
+                    digest.update(block)
+                    quotes += block.count(b'"')
+                    last = block[-1:]
                 after = handle.read(1)
-                handle.seek(at)
-                whole = block.endswith(b"\n") or after in (b"\n", b"\r")
+                handle.seek(size)
+                whole = last == b"\n" or after in (b"\n", b"\r")
                 quoted = self.format != "ndjson" and quotes % 2  # inside a quoted CSV value
                 if whole and not quoted and digest.copy().hexdigest() == sha256:
                     found = size
