@@ -12,6 +12,7 @@ hash (an ``--import-id`` names a file that is not expected to grow).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.journal import FINISHED, ImportRecord, Journal
@@ -27,7 +28,7 @@ class Continued:
 
 
 def grown(
-    journal: Journal, source: Source, path: str, config: Config
+    journal: Journal, source: Source, path: Path, config: Config
 ) -> tuple[Source, Continued | None]:
     """``source`` and what it continues; or, if the earlier import is unfinished, its part of
     the file, to finish it first."""
@@ -42,13 +43,15 @@ def grown(
     return source, Continued(earlier.import_id, _last_row(before, config))
 
 
-def _earlier(journal: Journal, source: Source, path: str) -> ImportRecord | None:
-    """The import of ``path`` whose bytes are the most of this file's first ones (one named
-    by them: not a --force'd copy, nor one given an --import-id)."""
+def _earlier(journal: Journal, source: Source, path: Path) -> ImportRecord | None:
+    """The import of ``path`` (however written) whose bytes are the most of this file's first
+    ones; one named by them: not a --force'd copy, nor one given an --import-id."""
     imports = [
         r
         for r in journal.imports()
-        if r.input_path == path and r.input_bytes and r.import_id == r.input_sha256[:16]
+        if r.input_bytes
+        and r.import_id == r.input_sha256[:16]
+        and Path(r.input_path).resolve() == path.resolve()
     ]
     size = source.earlier_part([(r.input_bytes or 0, r.input_sha256) for r in imports])
     return next((r for r in imports if size and r.input_bytes == size), None)

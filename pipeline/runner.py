@@ -98,7 +98,7 @@ def run(
     progress = progress or Progress()
     with open_source(settings.input, settings.config.input.format) as source:
         if journal is not None and not settings.import_id:
-            source, continued = grown(journal, source, str(settings.input), settings.config)
+            source, continued = grown(journal, source, settings.input, settings.config)
             settings = replace(settings, continues=continued)
         import_id = settings.import_id or source.sha256[:16]
         structlog.contextvars.bind_contextvars(import_id=import_id)
