@@ -40,7 +40,17 @@ def grown(
     before = replace(source, size=earlier.input_bytes, sha256=earlier.input_sha256)
     if earlier.status != FINISHED:
         return before, None
-    return source, Continued(earlier.import_id, _last_row(before, config))
+    through = _last_row(before, config)
+    return source, Continued(earlier.import_id, through) if through else None
+
+
+def as_read(record: ImportRecord, source: Source) -> Source:
+    """``source`` as ``record``'s import read it: its first bytes, if the file grew since."""
+    if record.input_sha256 == source.sha256 or not record.input_bytes:
+        return source
+    if source.earlier_part([(record.input_bytes, record.input_sha256)]) is None:
+        return source  # rewritten: not its file any more
+    return replace(source, size=record.input_bytes, sha256=record.input_sha256)
 
 
 def _earlier(journal: Journal, source: Source, path: Path) -> ImportRecord | None:
@@ -53,8 +63,8 @@ def _earlier(journal: Journal, source: Source, path: Path) -> ImportRecord | Non
         and r.import_id == r.input_sha256[:16]
         and Path(r.input_path).resolve() == path.resolve()
     ]
-    size = source.earlier_part([(r.input_bytes or 0, r.input_sha256) for r in imports])
-    return next((r for r in imports if size and r.input_bytes == size), None)
+    found = source.earlier_part([(r.input_bytes or 0, r.input_sha256) for r in imports])
+    return next((r for r in imports if (r.input_bytes, r.input_sha256) == found), None)
 
 
 def _last_row(source: Source, config: Config) -> int:

@@ -103,6 +103,7 @@ class Plan:
         results = mapped(self._screen, ahead, SCREENERS, "screen")
         for read, rules, screened in results:
             checked = dedupe(screened, seen, rules)  # in order: the first of equal rows wins
+            checked = self._unread(checked) if self.skip_through else checked
             self._count(read, checked, rules)
             yield self._counted(list(chunker.feed(checked.valid)))
         yield self._counted(list(chunker.flush()))
@@ -116,10 +117,18 @@ class Plan:
         )
 
     def _screen(self, frame: pl.DataFrame) -> tuple[int, Rules, Checked]:
-        if self.skip_through:
-            frame = frame.filter(pl.col(SOURCE_ROW) > self.skip_through)
         rules = self._rules_for(frame.height)
-        return frame.height, rules, screen(frame, rules)
+        read = frame.height
+        if self.skip_through:
+            read = int(frame.select((pl.col(SOURCE_ROW) > self.skip_through).sum()).item())
+        return read, rules, screen(frame, rules)
+
+    def _unread(self, checked: Checked) -> Checked:
+        """Without the rows an earlier import read: they are checked, and seen (a row after
+        them repeating one is a duplicate), but neither sent nor reported again."""
+        new = pl.col(SOURCE_ROW) > self.skip_through
+        valid, failing, duplicates = checked.valid, checked.failing, checked.duplicates
+        return Checked(valid.filter(new), failing.filter(new), duplicates.filter(new))
 
     def _rules_for(self, rows: int) -> Rules:
         """The rules; the definitions are asked once, when the first row needs them."""

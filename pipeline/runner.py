@@ -35,7 +35,7 @@ from pipeline.errors import (
     JournalError,
     PipelineError,
 )
-from pipeline.grown import Continued, grown
+from pipeline.grown import Continued, as_read, grown
 from pipeline.journal import FINISHED, ImportRecord, Journal
 from pipeline.load import SOURCE_ROW, Source, open_source
 from pipeline.plan import Plan
@@ -102,9 +102,9 @@ def run(
             settings = replace(settings, continues=continued)
         import_id = settings.import_id or source.sha256[:16]
         structlog.contextvars.bind_contextvars(import_id=import_id)
+        source = _as_read(journal, import_id, source)
         record = _record(journal, import_id, source, settings)
-        if record is not None and "continues" in record.settings:  # as it was planned
-            settings = replace(settings, continues=Continued(*record.settings["continues"]))
+        settings = _as_planned(settings, record)
         plan = _plan(settings, source, import_id, client, record, progress)
         if settings.dry_run or client is None:
             posted = _drain(plan)
@@ -116,6 +116,19 @@ def run(
             return _journaled(settings, plan, record, client, should_stop, journal, progress,
                               started, clock)  # fmt: skip
     return _report(settings, plan, posted, started, clock, "")
+
+
+def _as_read(journal: Journal | None, import_id: str, source: Source) -> Source:
+    """The part of the file the journal's import of it read (all of it, unless it grew)."""
+    record = journal.find(import_id) if journal else None
+    return as_read(record, source) if record else source
+
+
+def _as_planned(settings: RunSettings, record: ImportRecord | None) -> RunSettings:
+    """An import continuing an earlier one reads on from where it was planned to."""
+    if record is None or "continues" not in record.settings:
+        return settings
+    return replace(settings, continues=Continued(*record.settings["continues"]))
 
 
 def _record(
@@ -331,9 +344,11 @@ def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Post
     """An import's valid rows and what its journal says became of them, sending nothing."""
     with open_source(settings.input, settings.config.input.format) as source:
         import_id = settings.import_id or source.sha256[:16]
+        source = _as_read(journal, import_id, source)
         record = _record(journal, import_id, source, settings)
         if record is None:
             raise JournalError(f"no import {import_id} in the journal {journal.path}")
+        settings = _as_planned(settings, record)
         plan = _plan(settings, source, import_id, None, record, Progress())
         batches = list(plan.batches())
         posted = post(
@@ -367,6 +382,7 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
             "a bug, please report it"
         )
     changed = plan.source.changed()
+    appended = changed and plan.source.earlier_part([(plan.source.size, plan.source.sha256)])
     code, status = _outcome(settings, posted, rejects, changed)
     by_stage = rejects.by_stage()
     return {
@@ -374,6 +390,7 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
         "input": str(settings.input),
         "input_sha256": plan.source.sha256,
         "input_changed": changed,  # what it holds now was not all read (it grew, say)
+        "input_appended": bool(appended),  # rows only: run again, only they are read
         "continues": asdict(settings.continues) if settings.continues else None,
         "status": status,
         "dry_run": settings.dry_run,
@@ -421,12 +438,17 @@ def _message(summary: dict[str, Any]) -> str:
             f" {continued['import_id']}'s (the file grew since): only the rows after them were"
             " read"
         )
-    if summary.get("input_changed"):
+    if summary.get("input_appended"):
         notes.append(
-            f"{summary['input']} holds more than was read ({summary['rows_read']} rows: what it"
-            " held at the start, or an earlier import's part of it, now finished): run it again"
-            " for rows appended since, only they are read; if it was rewritten, import the new"
-            " rows from a file of their own (its other rows would land twice)"
+            f"{summary['input']} holds rows appended after what was read ({summary['rows_read']}"
+            " rows: what it held at the start, or an earlier import's part of it, now"
+            " finished): run it again for them, only they are read"
+        )
+    elif summary.get("input_changed"):
+        notes.append(
+            f"{summary['input']} changed while it was read: only what it held at the start was"
+            f" read ({summary['rows_read']} rows); import rows added since from a file of their"
+            " own, not this one whole again (its other rows would land twice)"
         )
     return "; ".join(notes)
 

@@ -53,30 +53,32 @@ class Source:
         unread = self.data == self.path and now.st_size > self.size
         return (now.st_size, now.st_mtime_ns) != self.stat or unread
 
-    def earlier_part(self, known: Sequence[tuple[int, str]]) -> int | None:
-        """Of ``known`` (size, sha256) pairs, the largest size whose first bytes of the file,
-        as stored, are those hashed, ending where a row ends (a line break, outside quotes):
-        what an earlier import read of it, before rows were appended. One pass over the
-        file. Never for a compressed file or Parquet."""
+    def earlier_part(self, known: Sequence[tuple[int, str]]) -> tuple[int, str] | None:
+        """Of ``known`` (size, sha256) pairs, the largest one whose first bytes of the file,
+        as stored now, are those hashed, ending where a row ends (at a line break): what an
+        earlier import read of it, before rows were appended. One pass over the file. Never
+        for a compressed file or Parquet."""
         if self.data != self.path or self.format == "parquet":
             return None
-        wanted = sorted((size, sha) for size, sha in known if 0 < size < self.size)
-        found, digest, quotes, last = None, hashlib.sha256(), 0, b""
+        try:
+            now = self.path.stat().st_size
+        except OSError:
+            return None
+        wanted = sorted((size, sha) for size, sha in known if 0 < size < now)
+        found, digest, last = None, hashlib.sha256(), b""
         with self.path.open("rb") as handle:
             for size, sha256 in wanted:
                 while handle.tell() < size:
                     block = handle.read(min(BLOCK, size - handle.tell()))
-                    if not block:  # cut short since it was hashed
+                    if not block:  # cut short since
                         return found
                     digest.update(block)
-                    quotes += block.count(b'"')
                     last = block[-1:]
                 after = handle.read(1)
                 handle.seek(size)
-                whole = last == b"\n" or after in (b"\n", b"\r")
-                quoted = self.format != "ndjson" and quotes % 2  # inside a quoted CSV value
-                if whole and not quoted and digest.copy().hexdigest() == sha256:
-                    found = size
+                whole = last in (b"\n", b"\r") or after in (b"\n", b"\r")
+                if whole and digest.copy().hexdigest() == sha256:
+                    found = (size, sha256)
         return found
 
 

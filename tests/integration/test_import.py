@@ -324,7 +324,7 @@ def test_a_file_that_grows_while_it_is_read_imports_what_it_held_and_says_so(
     monkeypatch.setattr(pipeline.plan, "screen", growing)
     result = run_cli("run", "in.csv", "--summary", "s.json", sim=sim)
     assert result.code == 3, result.err
-    assert "in.csv holds more than was read" in result.err
+    assert "in.csv holds rows appended after what was read" in result.err
     assert len(stored(sim)) == 20
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["input_changed"] is True and summary["rows_read"] == 20

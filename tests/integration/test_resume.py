@@ -3,6 +3,7 @@ resumed; the simulator (a real server in this process) must hold every valid row
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sqlite3
@@ -324,6 +325,66 @@ def test_a_file_that_grew_sends_only_the_rows_appended(simulator, run_cli, tmp_p
     assert third.summary()["continues"]["through_row"] == 630
     counts = Counter(content(t) for t in stored(sim))
     assert len(counts) == 596 + 35 and max(counts.values()) == 1
+    for import_id, rows in ((first_id, 596), (summary["import_id"], 30)):  # each its own rows
+        check = run_cli("reconcile", import_id, sim=sim, config=CONFIG)
+        assert check.code == 0 and f"{rows} accepted rows" in check.err, check.err
+
+
+def test_a_row_appended_that_repeats_an_earlier_one_is_a_duplicate(simulator, run_cli, tmp_path):
+    """The earlier rows are not read again but still seen: a repeat after them is rejected."""
+    sim = simulator()
+    path = source_file(tmp_path / "in.csv")
+    args = ("run", "in.csv", "--batch-size", BATCH, "--summary", "summary.json")
+    assert run_cli(*args, sim=sim, config=CONFIG).code == 3
+    lines = path.read_text().splitlines(keepends=True)
+    with path.open("a") as f:
+        f.write(lines[5])  # row 5 again
+    again = run_cli(*args, sim=sim, config=CONFIG)
+    assert again.code == 3 and again.summary()["rows_read"] == 1
+    assert "duplicate of row 5" in again.rejects("in.rejects.csv")[0]["reason"]
+    assert len(stored(sim)) == 596
+
+
+@pytest.mark.parametrize("end", ["\r", "\r\n"], ids=["cr", "crlf"])
+def test_a_grown_file_is_known_with_any_line_end_and_a_stray_quote(
+    simulator, run_cli, tmp_path, end
+):
+    """Classic Mac or Windows line ends, and a quote inside an unquoted value (55" TV)."""
+    sim = simulator()
+    rows = [f'{contact_id(i)},{i},1,POS,Bought a 55" TV {i}' for i in range(1, 41)]
+    path = tmp_path / "in.csv"
+    header = "contactId,amount,definitionId,source,description"
+    path.write_bytes(end.join([header, *rows[:30], ""]).encode())
+    assert run_cli("run", "in.csv", sim=sim, config=CONFIG).code == 0
+    path.write_bytes(end.join([header, *rows, ""]).encode())
+    again = run_cli("run", "in.csv", "--summary", "s.json", sim=sim, config=CONFIG)
+    assert again.code == 0, again.err
+    assert again.summary("s.json")["rows_read"] == 10
+    assert sorted(t["description"] for t in stored(sim)) == sorted(r.split(",")[-1] for r in rows)
+
+
+@pytest.mark.parametrize("words", [("first", "other"), ("other", "first")])
+def test_a_file_rewritten_to_the_same_size_continues_the_import_of_its_own_bytes(
+    simulator, run_cli, tmp_path, words
+):
+    """Two imports of one path with as many bytes, other rows: a growth continues the one
+    whose bytes it starts with (both orders: the journal lists imports of one second by id)."""
+    sim = simulator()
+    path = tmp_path / "in.csv"
+    header = "contactId,amount,definitionId,source,description\n"
+    first = [f"{contact_id(i)},{i},1,POS,{words[0]} {i}\n" for i in range(10, 20)]
+    second = [f"{contact_id(i)},{i},1,POS,{words[1]} {i}\n" for i in range(10, 20)]
+    path.write_text(header + "".join(first))
+    assert run_cli("run", "in.csv", sim=sim, config=CONFIG).code == 0
+    path.write_text(header + "".join(second))
+    assert run_cli("run", "in.csv", sim=sim, config=CONFIG).code == 0
+    second_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    path.write_text(header + "".join(second) + f"{contact_id(30)},30,1,POS,late\n")
+    grown = run_cli("run", "in.csv", "--summary", "s.json", sim=sim, config=CONFIG)
+    assert grown.code == 0, grown.err
+    assert grown.summary("s.json")["continues"] == {"import_id": second_id, "through_row": 10}
+    counts = Counter(t["description"] for t in stored(sim))
+    assert len(counts) == 21 and max(counts.values()) == 1
 
 
 def test_a_killed_import_whose_file_grew_is_finished_first_then_the_rest(
@@ -341,8 +402,10 @@ def test_a_killed_import_whose_file_grew_is_finished_first_then_the_rest(
     finishing = run_cli(*args, sim=sim, config=CONFIG)
     assert finishing.code == 3, finishing.err
     summary = finishing.summary()
-    assert summary["input_changed"] and summary["rows_read"] == 600 and not summary["continues"]
-    assert "run it again for rows appended since" in finishing.err
+    assert summary["input_changed"] and summary["input_appended"] and not summary["continues"]
+    assert (
+        summary["rows_read"] == 600 and "holds rows appended after what was read" in finishing.err
+    )
     rest = run_cli(*args, sim=sim, config=CONFIG)
     assert rest.code == 0, rest.err
     assert rest.summary()["continues"]["import_id"] == summary["import_id"]
