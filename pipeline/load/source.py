@@ -96,14 +96,17 @@ def open_source(path: Path, fmt: str = "auto") -> Iterator[Source]:
         fmt = _detect(path, scan.head) if fmt == "auto" else fmt
         if fmt != "parquet":
             scan.check_text(path)
+        sha256, size = scan.sha256.hexdigest(), scan.size
+        if copy is None and fmt != "parquet":
+            sha256, size = scan.whole_rows(path)
         yield Source(
             path,
             copy or path,
-            scan.sha256.hexdigest(),
+            sha256,
             fmt,
             len(BOM) if scan.head.startswith(BOM) else 0,
             scan.line_breaks,
-            scan.size,
+            size,
             (before.st_size, before.st_mtime_ns),
         )
     finally:
@@ -184,9 +187,30 @@ class _Scan:
         self.line_breaks = False
         self.bad_utf8: tuple[int, int] | None = None  # (offset, byte)
         self._carry = b""  # a character cut by the end of a block
+        self._stored = 0
+        self.to_line: tuple[Any, int] | None = None  # the hash, bytes through the last "\n"
 
     def stored(self, block: bytes) -> None:
+        at = block.rfind(b"\n")
+        if at >= 0:
+            self.sha256.update(memoryview(block)[: at + 1])
+            self.to_line = (self.sha256.copy(), self._stored + at + 1)
+            block = block[at + 1 :]
         self.sha256.update(block)
+        self._stored += at + 1 + len(block)
+
+    def whole_rows(self, path: Path) -> tuple[str, int]:
+        """The hash and size of what is read of a plain file: all of it, but a file that grew
+        while it was hashed (still being written) only to its last line break, as the row
+        after it may be cut short (it is read whole next time)."""
+        try:
+            grew = path.stat().st_size > self._stored
+        except OSError:
+            grew = False
+        if grew and self.to_line is not None and self.to_line[1] < self._stored:
+            digest, size = self.to_line
+            return digest.hexdigest(), size
+        return self.sha256.hexdigest(), self.size
 
     def feed(self, data: bytes) -> None:
         if len(self.head) < HEAD:

@@ -339,6 +339,37 @@ def test_a_file_that_grows_while_it_is_read_imports_what_it_held_and_says_so(
     assert len(held) == len(set(held))  # none of the 20 again
 
 
+def test_a_file_still_being_written_is_read_to_its_last_whole_row(
+    simulator, run_cli, tmp_path, monkeypatch
+):
+    """An export cut in the middle of a row when it was read, and growing: that row is not
+    read (cut short, its amount could be too), the run says rows were appended (exit 3);
+    run again, the rest is read, the cut row whole."""
+    from pipeline.load import source as source_module
+
+    sim = simulator()
+    path = write_csv(tmp_path / "in.csv", numbered_rows(20))
+    with path.open("a") as handle:
+        handle.write(f"{contact_id(98)},12")  # the writer is in the middle of row 21
+    whole_rows = source_module._Scan.whole_rows
+
+    def writing(scan, at):
+        with path.open("a") as handle:  # ...and goes on, just after it was hashed
+            handle.write(f"5,1,,POS,late row,,\n{contact_id(99)},7,1,,POS,later row,,\n")
+        return whole_rows(scan, at)
+
+    monkeypatch.setattr(source_module._Scan, "whole_rows", writing)
+    first = run_cli("run", "in.csv", "--summary", "s.json", sim=sim)
+    assert first.code == 3, first.err
+    assert first.summary("s.json")["input_appended"] and len(stored(sim)) == 20
+    monkeypatch.setattr(source_module._Scan, "whole_rows", whole_rows)
+    rest = run_cli("run", "in.csv", "--summary", "s.json", sim=sim)
+    assert rest.code == 0, rest.err
+    assert rest.summary("s.json")["continues"]["through_row"] == 20
+    late = {t["description"]: t["amount"] for t in stored(sim) if "late" in t["description"]}
+    assert len(stored(sim)) == 22 and late == {"late row": 125, "later row": 7}
+
+
 def test_an_import_re_run_with_other_settings_is_refused(simulator, run_cli, tmp_path):
     """A finished import re-run with another --batch-size: its batches would not be the
     recorded ones, and the report made of them wrong (the reviewer's: refused rows dropped,
