@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.journal import FINISHED, ImportRecord, Journal
-from pipeline.load import SOURCE_ROW, Source, read_chunks
+from pipeline.load import LOAD_ERROR, SOURCE_ROW, Source, read_chunks
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,12 @@ def _earlier(journal: Journal, source: Source, path: Path) -> ImportRecord | Non
 
 
 def _last_row(source: Source, config: Config) -> int:
-    """The number of the last row in ``source`` (blank lines after it are no rows)."""
-    last = 0
+    """The number of the last whole row in ``source`` (blank lines after it are no rows). A
+    last row that is malformed may have been cut (a quoted value's line break, where the file
+    ended when it was read): it was rejected then, and is read again, whole."""
+    last, cut = 0, False
     for frame in read_chunks(source, config.input.delimiter, config.columns):
         if frame.height:
-            last = max(last, int(frame[SOURCE_ROW].max()))  # type: ignore[arg-type]
-    return last
+            row = frame.row(frame.height - 1, named=True)
+            last, cut = int(row[SOURCE_ROW]), row[LOAD_ERROR] is not None
+    return last - 1 if cut else last

@@ -291,8 +291,8 @@ def _register(journal: Journal, plan: Plan, settings: RunSettings) -> None:
     try:
         source = plan.source  # its bytes as read (not a gzip's): a grown file's first ones
         size = source.size if source.data == source.path else None
-        journal.register(plan.import_id, str(settings.input), source.sha256, _shaping(settings),
-                         input_bytes=size)  # fmt: skip
+        journal.register(plan.import_id, str(settings.input.resolve()), source.sha256,
+                         _shaping(settings), input_bytes=size)  # fmt: skip
     except JournalError as exc:
         if isinstance(exc.__cause__, sqlite3.IntegrityError):
             raise JournalError(

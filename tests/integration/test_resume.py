@@ -4,6 +4,7 @@ resumed; the simulator (a real server in this process) must hold every valid row
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -361,6 +362,45 @@ def test_a_grown_file_is_known_with_any_line_end_and_a_stray_quote(
     assert again.code == 0, again.err
     assert again.summary("s.json")["rows_read"] == 10
     assert sorted(t["description"] for t in stored(sim)) == sorted(r.split(",")[-1] for r in rows)
+
+
+def test_a_row_cut_in_a_quoted_value_is_read_whole_when_the_file_grew(simulator, run_cli, tmp_path):
+    """Read when the writer was inside a quoted value, after one of its line breaks: that row
+    was malformed then (rejected, not sent); the grown file's run reads it whole."""
+    sim = simulator()
+    path = tmp_path / "in.csv"
+    header = "contactId,amount,definitionId,source,description\n"
+    rows = "".join(f"{contact_id(i)},{i},1,POS,row {i}\n" for i in range(1, 4))
+    path.write_text(header + rows + f'{contact_id(9)},9,1,POS,"two\n')
+    assert run_cli("run", "in.csv", sim=sim, config=CONFIG).code == 3
+    with path.open("a") as f:
+        f.write(f'lines"\n{contact_id(8)},8,1,POS,row 5\n')
+    grown = run_cli("run", "in.csv", "--summary", "s.json", sim=sim, config=CONFIG)
+    assert grown.code == 0, grown.err
+    assert grown.summary("s.json")["continues"]["through_row"] == 3
+    assert sorted(t["description"] for t in stored(sim)) == [
+        "row 1", "row 2", "row 3", "row 5", "two\nlines"
+    ]  # fmt: skip
+
+
+def test_a_grown_file_is_known_from_another_working_directory(
+    simulator, run_cli, tmp_path, monkeypatch
+):
+    """The journal keeps the input's full path: a run from elsewhere, the file named another
+    way, the same --state-dir, still reads only the rows appended."""
+    sim = simulator()
+    path = source_file(tmp_path / "in.csv")
+    state = ("--state-dir", str(tmp_path / "state"), "--batch-size", BATCH)
+    assert run_cli("run", "in.csv", *state, sim=sim, config=CONFIG).code == 3
+    appended(path, 1, 3)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "cfg.toml").write_text(CONFIG)
+    monkeypatch.chdir(elsewhere)
+    grown = run_cli("run", str(path), *state, "--summary", "s.json", sim=sim, config=CONFIG)
+    assert grown.code == 0, grown.err
+    assert json.loads((elsewhere / "s.json").read_text())["rows_read"] == 3
+    assert len(stored(sim)) == 596 + 3
 
 
 @pytest.mark.parametrize("words", [("first", "other"), ("other", "first")])
