@@ -107,7 +107,6 @@ class Plan:
             self._count(read, checked, rules)
             yield self._counted(list(chunker.feed(checked.valid)))
         yield self._counted(list(chunker.flush()))
-        self.tally.describe()  # now, while batches are still being sent, not at the report
         log.info(
             "planned",
             rows=self.tally.read,
