@@ -57,7 +57,7 @@ class RunSettings:
     rejects_path: Path | None = None
     force: bool = False
     confirm: Callable[[str], bool] = field(default=lambda message: False)
-    continues: Continued | None = None  # the file grew since an import of it: rows after its
+    continues: Continued | None = None  # an import of the file before it grew: read after it
 
     @property
     def size(self) -> int:
