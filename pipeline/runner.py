@@ -102,8 +102,7 @@ def run(
             settings = replace(settings, continues=continued)
         import_id = settings.import_id or source.sha256[:16]
         structlog.contextvars.bind_contextvars(import_id=import_id)
-        source = _as_read(journal, import_id, source)
-        record = _record(journal, import_id, source, settings)
+        record, source = _record(journal, import_id, source, settings)
         settings = _as_planned(settings, record)
         plan = _plan(settings, source, import_id, client, record, progress)
         if settings.dry_run or client is None:
@@ -118,12 +117,6 @@ def run(
     return _report(settings, plan, posted, started, clock, "")
 
 
-def _as_read(journal: Journal | None, import_id: str, source: Source) -> Source:
-    """The part of the file the journal's import of it read (all of it, unless it grew)."""
-    record = journal.find(import_id) if journal else None
-    return as_read(record, source) if record else source
-
-
 def _as_planned(settings: RunSettings, record: ImportRecord | None) -> RunSettings:
     """An import continuing an earlier one reads on from where it was planned to."""
     if record is None or "continues" not in record.settings:
@@ -133,8 +126,11 @@ def _as_planned(settings: RunSettings, record: ImportRecord | None) -> RunSettin
 
 def _record(
     journal: Journal | None, import_id: str, source: Source, settings: RunSettings
-) -> ImportRecord | None:
+) -> tuple[ImportRecord | None, Source]:
+    """The journal's record of the import, and the part of the file it read (all of it,
+    unless the file grew since)."""
     record = journal.find(import_id) if journal else None
+    source = as_read(record, source) if record else source
     if record is not None and record.input_sha256 != source.sha256:
         raise JournalError(
             f"import {import_id} was started from another file ({record.input_path}, "
@@ -145,7 +141,7 @@ def _record(
     forced = settings.force and record is not None and record.status == FINISHED
     if record is not None and not forced and not settings.dry_run:
         _same_shaping(record, settings)
-    return record
+    return record, source
 
 
 def _same_shaping(record: ImportRecord, settings: RunSettings) -> None:
@@ -344,8 +340,7 @@ def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Post
     """An import's valid rows and what its journal says became of them, sending nothing."""
     with open_source(settings.input, settings.config.input.format) as source:
         import_id = settings.import_id or source.sha256[:16]
-        source = _as_read(journal, import_id, source)
-        record = _record(journal, import_id, source, settings)
+        record, source = _record(journal, import_id, source, settings)
         if record is None:
             raise JournalError(f"no import {import_id} in the journal {journal.path}")
         settings = _as_planned(settings, record)
