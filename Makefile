@@ -29,10 +29,11 @@ test: $(STAMP) ## run the test suite (unit and integration, the simulator on loo
 	if [ $$code -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$code
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy
+lint: $(STAMP) ## ruff, mypy and the import contracts (lint-imports)
 	$(BIN)/ruff check pipeline tests benchmarks sample_data
 	$(BIN)/ruff format --check pipeline tests benchmarks sample_data
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: fmt
 fmt: $(STAMP) ## format and fix what ruff can

@@ -4,7 +4,7 @@ A batch's ``Idempotency-Key`` is derived from the import's identity, the batch's
 number and the exact bytes of its body, so the same input gives the same bodies and keys on
 every run, machine and Python version, and a row changed in place changes only its own
 batch's key. A half of a batch Engage refused gets a key derived from its parent's.
-The JSON is written here by hand, field by field, so no serializer's version can change it.
+Each row's JSON is written by ``model.encode``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipeline.engage import FIELDS, REQUIRED_FIELDS
+from pipeline.model import JSON, encode
 
-JSON = "_json"
-NUMBERS = ("amount", "definitionId")
-FREE_TEXT = ("source", "description")  # the rest are GUIDs, numbers, dates: nothing to escape
-ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-ESCAPED = r'["\\\n\r\t]'  # any of ESCAPES' keys
 KEY_NAMESPACE = b"points-import/batch/v1"
 
 
@@ -103,61 +98,6 @@ def chunk(valid: pl.DataFrame, size: int, import_id: str) -> Iterator[Batch]:
     chunker = Chunker(size, import_id)
     yield from chunker.feed(valid)
     yield from chunker.flush()
-
-
-def encode(valid: pl.DataFrame) -> pl.DataFrame:
-    """Add ``_json``: each row as the JSON object Engage gets; absent fields stay absent.
-    What a piece's columns hold decides the expression: a field absent from every row is
-    left out, one present in every row needs no null handling, text with nothing to escape
-    is not escaped."""
-    parts: list[pl.Expr | str] = []  # str: literal text
-    for i, name in enumerate(FIELDS):
-        lead = ("{" if i == 0 else ",") + f'"{name}":'
-        nulls = valid[name].null_count()
-        if nulls == valid.height and name not in REQUIRED_FIELDS:
-            continue
-        quote = "" if name in NUMBERS else '"'
-        value = _value(name, name in FREE_TEXT and _escapes(valid[name]))
-        if name in REQUIRED_FIELDS or not nulls:  # in every row
-            parts += [lead + quote, value, quote]
-        else:  # null where absent: left out whole
-            parts.append(pl.concat_str(pl.lit(lead + quote), value, pl.lit(quote)))
-    parts.append("}")
-    return valid.with_columns(pl.concat_str(_joined(parts), ignore_nulls=True).alias(JSON))
-
-
-def _joined(parts: list[pl.Expr | str]) -> list[pl.Expr]:
-    """Adjacent literal texts as one literal: each part costs a pass."""
-    exprs: list[pl.Expr] = []
-    text = ""
-    for part in parts:
-        if isinstance(part, str):
-            text += part
-            continue
-        if text:
-            exprs.append(pl.lit(text))
-        exprs.append(part)
-        text = ""
-    return [*exprs, pl.lit(text)] if text else exprs
-
-
-def _value(name: str, escaped: bool) -> pl.Expr:
-    """A field's value as JSON, without the quotes of a string."""
-    col = pl.col(name)
-    if name in NUMBERS:  # already canonical text
-        return col.cast(pl.String)
-    return _escape(col) if escaped else col
-
-
-def _escapes(text: pl.Series) -> bool:
-    """Whether any value holds a character JSON escapes (validation lets no other control
-    character through). A regex class, not ``contains_any``: a third of the time."""
-    return bool(text.str.contains(ESCAPED).any())
-
-
-def _escape(s: pl.Expr) -> pl.Expr:
-    """JSON string escaping, in one pass."""
-    return s.str.replace_many(list(ESCAPES), list(ESCAPES.values()))
 
 
 def body_of(rows: pl.DataFrame) -> bytes:

@@ -2,7 +2,7 @@
 
 It talks to ``/api/v2/point-accounts``: POST transactions (at most 1000 rows, optional
 ``Idempotency-Key``) and the GET endpoints. Retries (tenacity) live here too, built once
-from the config; ``sleep`` is injectable so unit tests never wait.
+from a ``RetryPolicy`` of plain values; ``sleep`` is injectable so unit tests never wait.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -20,7 +20,6 @@ import structlog
 import tenacity
 
 from pipeline import __version__
-from pipeline.config import RetryConfig
 from pipeline.errors import (
     BatchInDoubtError,
     BatchRejectedError,
@@ -28,22 +27,11 @@ from pipeline.errors import (
     TransientEngageError,
 )
 from pipeline.limits import RateLimiter
+from pipeline.model import PostResult
 
 if TYPE_CHECKING:  # imported when a client is made: a run without Engage needs no time for it
     import httpx
 
-FIELDS = (
-    "contactId",
-    "amount",
-    "definitionId",
-    "timeStamp",
-    "source",
-    "description",
-    "validFrom",
-    "validTo",
-)
-REQUIRED_FIELDS = ("contactId", "amount", "definitionId", "source", "description")
-OPTIONAL_FIELDS = ("timeStamp", "validFrom", "validTo")
 TRANSACTIONS = "/api/v2/point-accounts/transactions"
 DEFINITIONS = "/api/v2/point-accounts/definitions"
 USER_AGENT = f"points-import/{__version__}"
@@ -55,15 +43,13 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class PostResult:
-    """Engage's answer to one POST: the rows it did not take and why (batch-level lists)."""
+class RetryPolicy:
+    """How a request is retried: plain values, built from the config at the edge."""
 
-    status: int
-    attempts: int = 1
-    not_accepted: list[dict[str, Any]] = field(default_factory=list)
-    error_messages: list[str] = field(default_factory=list)
-    missing_contact_ids: list[str] = field(default_factory=list)
-    missing_definition_ids: list[int] = field(default_factory=list)
+    max_attempts: int = 8  # per request, the first included
+    initial_wait: float = 1.0  # seconds, doubled each attempt, with jitter
+    max_wait: float = 60.0  # cap of one back-off
+    max_retry_after: float = 300.0  # cap on a server's Retry-After
 
 
 class EngageClient:
@@ -72,13 +58,13 @@ class EngageClient:
     def __init__(
         self,
         http: httpx.Client,
-        retry: RetryConfig | None = None,
+        retry: RetryPolicy | None = None,
         sleep: Callable[[float], object] = time.sleep,
         stopping: Callable[[], bool] = lambda: False,
         limiter: RateLimiter | None = None,
     ) -> None:
         self._http = http
-        self._retry = retry or RetryConfig()
+        self._retry = retry or RetryPolicy()
         self._sleep = sleep
         self._stopping = stopping
         self._limiter = limiter
@@ -90,7 +76,7 @@ class EngageClient:
         api_key: str,
         *,
         timeout: httpx.Timeout | None = None,
-        retry: RetryConfig | None = None,
+        retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         stop: threading.Event | None = None,
         limiter: RateLimiter | None = None,
@@ -340,7 +326,7 @@ class _StopWhen(tenacity.stop.stop_base):
 
 
 def retry_policy(
-    settings: RetryConfig,
+    settings: RetryPolicy,
     sleep: Callable[[float], object],
     key: str | None = None,
     stopping: Callable[[], bool] = lambda: False,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.journal import FINISHED, ImportRecord, Journal
-from pipeline.load import LOAD_ERROR, SOURCE_ROW, Source, read_chunks
+from pipeline.load import Source, read_chunks
+from pipeline.model import LOAD_ERROR, SOURCE_ROW
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from pipeline.ahead import mapped, prefetched
 from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
 from pipeline.frames import detached
-from pipeline.load import CHUNK_BYTES, SOURCE_ROW, Source, read_chunks
+from pipeline.load import CHUNK_BYTES, Source, read_chunks
+from pipeline.model import SOURCE_ROW
 from pipeline.spool import Spool
 from pipeline.validate import Checked, Rules, Seen, dedupe, describe, screen
 

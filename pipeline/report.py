@@ -18,9 +18,8 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.engage import FIELDS
 from pipeline.errors import ReportError
-from pipeline.load import SOURCE_ROW
+from pipeline.model import FIELDS, SOURCE_ROW
 from pipeline.spool import Spool, in_order
 
 REJECT_COLUMNS = (*FIELDS, SOURCE_ROW, "stage", "reason", "idempotencyKey")

@@ -37,7 +37,8 @@ from pipeline.errors import (
 )
 from pipeline.grown import Continued, as_read, grown
 from pipeline.journal import FINISHED, ImportRecord, Journal
-from pipeline.load import SOURCE_ROW, Source, open_source
+from pipeline.load import Source, open_source
+from pipeline.model import SOURCE_ROW
 from pipeline.plan import Plan
 from pipeline.post import Posted, Refused, Resume, post
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import structlog
 
-from pipeline.load import SOURCE_ROW
+from pipeline.model import SOURCE_ROW
 
 log = structlog.get_logger("pipeline.spool")
 PREFIX = "points-import-rejects-"  # then the pid: a killed run's folder is swept by the next

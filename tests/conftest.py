@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import cli
-from pipeline.engage import FIELDS
+from pipeline.model import FIELDS
 from pipeline.simulator import SimulatorConfig, SimulatorServer
 
 csv.field_size_limit(2**31 - 1)  # the rejects of a 10 MB field hold it

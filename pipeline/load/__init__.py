@@ -20,16 +20,7 @@ from typing import BinaryIO
 import polars as pl
 
 from pipeline.load.columns import canonical_columns, number_rows
-from pipeline.load.formats import (
-    LOAD_ERROR,
-    PRIOR_REASON,
-    SOURCE_ROW,
-    one_char,
-    parquet_slices,
-    parse_csv,
-    parse_ndjson,
-    sniff_delimiter,
-)
+from pipeline.load.formats import one_char, parquet_slices, parse_csv, parse_ndjson, sniff_delimiter
 from pipeline.load.source import Source, open_source
 
 CHUNK_BYTES = 8 << 20
@@ -37,9 +28,6 @@ FIRST_PIECE = 256 << 10
 
 __all__ = [
     "CHUNK_BYTES",
-    "LOAD_ERROR",
-    "PRIOR_REASON",
-    "SOURCE_ROW",
     "Loaded",
     "Source",
     "load",

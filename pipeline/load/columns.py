@@ -8,9 +8,16 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.engage import FIELDS, OPTIONAL_FIELDS, REQUIRED_FIELDS
 from pipeline.errors import InputError
-from pipeline.load.formats import BLANK, LOAD_ERROR, PRIOR_REASON, SOURCE_ROW
+from pipeline.load.formats import BLANK
+from pipeline.model import (
+    FIELDS,
+    LOAD_ERROR,
+    OPTIONAL_FIELDS,
+    PRIOR_REASON,
+    REQUIRED_FIELDS,
+    SOURCE_ROW,
+)
 
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 

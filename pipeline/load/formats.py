@@ -16,10 +16,8 @@ import orjson
 import polars as pl
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.model import LOAD_ERROR, SOURCE_ROW
 
-SOURCE_ROW = "sourceRow"
-LOAD_ERROR = "_loadError"
-PRIOR_REASON = "_priorReason"  # a rejects report's reason column, when one is fed back
 DELIMITERS = (",", ";", "\t", "|")
 BLANK = " \t\r\n"  # what a blank line, or a line of only delimiters, holds
 EOF_MARK = "\u2403"  # appended to CSV text as a last line: a quote never closed swallows it

@@ -27,7 +27,7 @@ from pipeline.ahead import prefetched
 from pipeline.chunk import Batch
 from pipeline.engage import EngageClient
 from pipeline.errors import EngageError, FatalEngageError, TransientEngageError
-from pipeline.load import SOURCE_ROW
+from pipeline.model import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
 from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
 from pipeline.spool import Spool

@@ -13,11 +13,9 @@ from decimal import MAX_PREC, Context, Decimal
 
 import polars as pl
 
-from pipeline.engage import FIELDS
 from pipeline.frames import detached
-from pipeline.load import SOURCE_ROW
+from pipeline.model import FIELDS, RAW, SOURCE_ROW
 from pipeline.spool import Spool
-from pipeline.validate import RAW
 
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
 EXACT = Context(prec=MAX_PREC)  # sums as long as their digits need: never rounded

@@ -15,10 +15,10 @@ from pipeline.chunk import Batch, child_key
 from pipeline.engage import EngageClient
 from pipeline.errors import BatchInDoubtError, BatchRejectedError, EngageError
 from pipeline.journal import BatchRecord
-from pipeline.load import SOURCE_ROW
-from pipeline.match import match_not_accepted
+from pipeline.model import SOURCE_ROW
 from pipeline.post.ledger import Ledger, Refused
-from pipeline.reconcile import find_applied
+from pipeline.post.match import match_not_accepted
+from pipeline.post.reconcile import find_applied
 
 log = structlog.get_logger("pipeline.post")
 SETTLED = ("done", "failed", "split", "reconciled")

@@ -17,16 +17,12 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
-from pipeline.chunk import JSON, encode
-from pipeline.engage import FIELDS
-from pipeline.load import PRIOR_REASON, SOURCE_ROW
+from pipeline.model import FIELDS, JSON, PRIOR_REASON, RAW, REASON, SOURCE_ROW, encode
 from pipeline.validate.parse import DATE_FIELDS, prepare
-from pipeline.validate.schema import REASON, Rules, describe, passing
+from pipeline.validate.schema import Rules, describe, passing
 from pipeline.validate.seen import Seen
 
 __all__ = [
-    "RAW",
-    "REASON",
     "Checked",
     "Rules",
     "Seen",
@@ -38,7 +34,6 @@ __all__ = [
     "validate",
 ]
 
-RAW = {name: f"_raw_{name}" for name in FIELDS}  # the input's text, kept for the rejects
 HASH = "_hash"
 DUPLICATE = "duplicate of row {} (set allow_duplicates to send both; fingerprint {})"
 REPEATED = (  # a rejects report fed back: its duplicates, unchanged, stay out

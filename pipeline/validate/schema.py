@@ -17,15 +17,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import polars as pl
 
-from pipeline.engage import FIELDS
-from pipeline.load import LOAD_ERROR, SOURCE_ROW
+from pipeline.model import FIELDS, LOAD_ERROR, REASON, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS
 
 if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run needs no time for it
     import pandera.polars as pa
     from pandera.api.polars.types import PolarsData
 
-REASON = "reason"
 MALFORMED = "the row is malformed"  # stands for the row's _loadError
 CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 and C1, but tab, LF and CR
 MAX_DIGITS = 15  # Engage keeps amounts as doubles: 15 significant digits survive exactly

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.chunk import Batch, chunk
-from pipeline.engage import FIELDS
-from pipeline.validate import RAW
+from pipeline.model import FIELDS, RAW
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 

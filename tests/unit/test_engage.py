@@ -8,8 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from pipeline.config import RetryConfig
-from pipeline.engage import USER_AGENT, EngageClient
+from pipeline.engage import USER_AGENT, EngageClient, RetryPolicy
 from pipeline.errors import (
     BatchInDoubtError,
     BatchRejectedError,
@@ -30,7 +29,7 @@ def client(handler: Handler, sleeps: list[float] | None = None, attempts: int = 
     )
     waits = sleeps if sleeps is not None else []
     return EngageClient(
-        http, RetryConfig(max_attempts=attempts, initial_wait=0.5, max_wait=2), sleep=waits.append
+        http, RetryPolicy(max_attempts=attempts, initial_wait=0.5, max_wait=2), sleep=waits.append
     )
 
 
@@ -136,7 +135,7 @@ def test_an_odd_retry_after_neither_crashes_nor_stalls_the_run(hint):
     sleeps: list[float] = []
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
     limiter = RateLimiter(1000)
-    retry = RetryConfig(max_attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05)
+    retry = RetryPolicy(max_attempts=2, initial_wait=0.01, max_wait=0.02, max_retry_after=0.05)
     engage = EngageClient(http, retry, sleep=sleeps.append, limiter=limiter)
     started = time.monotonic()
     assert engage.post_transactions(b"[]", "k").attempts == 2

@@ -16,15 +16,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import journal as journal_module
 from pipeline.errors import JournalError
-from pipeline.journal import (
-    APP,
-    FILENAME,
-    SCHEMA_VERSION,
-    STALE_AFTER_S,
-    Journal,
-)
+from pipeline.journal import FILENAME, Journal
+from pipeline.journal.imports import STALE_AFTER_S
+from pipeline.journal.schema import APP, SCHEMA_VERSION, journal_error
 
 ID = "night-1"
 PLAN = [(1, "key-1", 3, "sha-1"), (2, "key-2", 2, "sha-2")]
@@ -435,9 +430,7 @@ def test_a_state_directory_that_cannot_be_made_is_a_journal_error(tmp_path: Path
 def test_a_read_only_error_says_read_only():
     """SQLite's 'readonly database' becomes a JournalError saying read-only, with the path."""
     path = Path("/srv/state/journal.sqlite")
-    error = journal_module._journal_error(
-        sqlite3.OperationalError("attempt to write a readonly database"), path
-    )
+    error = journal_error(sqlite3.OperationalError("attempt to write a readonly database"), path)
     assert isinstance(error, JournalError)
     assert "read-only" in str(error) and str(path) in str(error)
 
@@ -477,7 +470,7 @@ def test_the_heartbeat_goes_on_after_a_failed_beat(
 ):
     """A beat that fails (the database busy) is retried at the next beat: the hold stays fresh,
     or after STALE_AFTER_S another host would take a live run for dead."""
-    monkeypatch.setattr("pipeline.journal.BEAT_EVERY_S", 0.02)
+    monkeypatch.setattr("pipeline.journal.imports.BEAT_EVERY_S", 0.02)
     real = journal._write
     failures = iter([True])
 

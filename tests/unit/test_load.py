@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.engage import FIELDS
 from pipeline.errors import ConfigError, InputError
 from pipeline.load import load, open_source, read_chunks
-from pipeline.load.formats import LOAD_ERROR, UNPAIRED
+from pipeline.load.formats import UNPAIRED
+from pipeline.model import FIELDS, LOAD_ERROR
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 HEADER = ["contactId", "amount", "definitionId", "source", "description"]

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 
 from pipeline.chunk import chunk
-from pipeline.config import RetryConfig
-from pipeline.engage import FIELDS, EngageClient, PostResult
-from pipeline.match import match_not_accepted
+from pipeline.engage import EngageClient, RetryPolicy
+from pipeline.model import FIELDS, PostResult
 from pipeline.post import post
 from pipeline.post.ledger import Ledger
+from pipeline.post.match import match_not_accepted
 from tests.unit.test_chunk import valid_rows
 
 OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
@@ -25,7 +25,7 @@ OTHER = "11111111-2222-3333-4444-555555555555"
 def engage(handler, attempts: int = 2) -> EngageClient:
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handler))
     return EngageClient(
-        http, RetryConfig(max_attempts=attempts, initial_wait=0), sleep=lambda s: None
+        http, RetryPolicy(max_attempts=attempts, initial_wait=0), sleep=lambda s: None
     )
 
 

@@ -9,9 +9,8 @@ import httpx
 import polars as pl
 import pytest
 
-from pipeline.config import RetryConfig
-from pipeline.engage import EngageClient
-from pipeline.reconcile import RETRIES_S, SLACK_S, ZONES_S, count_held, find_applied
+from pipeline.engage import EngageClient, RetryPolicy
+from pipeline.post.reconcile import RETRIES_S, SLACK_S, ZONES_S, count_held, find_applied
 from tests.unit.test_chunk import GUID, valid_rows
 
 OTHER = "11111111-2222-3333-4444-555555555555"
@@ -251,7 +250,7 @@ def test_found_through_the_engage_client_with_json_numbers():
         )
 
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
-    client = EngageClient(http, RetryConfig(max_attempts=1))
+    client = EngageClient(http, RetryPolicy(max_attempts=1))
     assert dicts[0]["description"] == "receipt 0"
     assert find_applied(rows, client, SENT) == {1}
 

@@ -16,13 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.engage import FIELDS
 from pipeline.errors import ReportError
 from pipeline.load import load
+from pipeline.model import FIELDS, RAW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger
 from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, write_rejects
 from pipeline.spool import PREFIX, Spool
-from pipeline.validate import RAW
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 

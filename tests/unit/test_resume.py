@@ -17,8 +17,7 @@ import polars as pl
 import pytest
 
 from pipeline.chunk import Batch, child_key, chunk
-from pipeline.config import RetryConfig
-from pipeline.engage import TRANSACTIONS, EngageClient
+from pipeline.engage import TRANSACTIONS, EngageClient, RetryPolicy
 from pipeline.journal import FILENAME, Journal
 from pipeline.post import Posted, Refused, Resume, post
 from pipeline.runner import _JournalRecorder
@@ -77,7 +76,7 @@ class Engage:
         http = httpx.Client(
             base_url="https://t.example", transport=httpx.MockTransport(self.handle)
         )
-        return EngageClient(http, RetryConfig(max_attempts=1, initial_wait=0), sleep=lambda s: None)
+        return EngageClient(http, RetryPolicy(max_attempts=1, initial_wait=0), sleep=lambda s: None)
 
     def posts(self) -> list[tuple[str, list[str]]]:
         """Each POST: its key and the descriptions of the rows it carried."""
@@ -414,7 +413,7 @@ def test_an_aborted_run_still_reports_rows_earlier_runs_settled(journal: Journal
         base_url="https://t.example", transport=httpx.MockTransport(lambda r: httpx.Response(401))
     )
     posted = post(
-        batches, EngageClient(http, RetryConfig(max_attempts=1)), resume=resume_of(journal, T0)
+        batches, EngageClient(http, RetryPolicy(max_attempts=1)), resume=resume_of(journal, T0)
     )
     assert posted.aborted is not None
     assert settled(posted)[2] == (True, None, batches[1].key)

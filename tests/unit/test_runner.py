@@ -9,8 +9,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from pipeline.config import Config, RetryConfig
-from pipeline.engage import EngageClient
+from pipeline.config import Config
+from pipeline.engage import EngageClient, RetryPolicy
 from pipeline.journal import Journal
 from pipeline.runner import RunSettings, run
 from tests.conftest import write_csv
@@ -36,7 +36,7 @@ def test_without_a_definitions_endpoint_rows_are_sent_unchecked(tmp_path):
              "description": f"d{d}"} for d in ("1", "9")]  # fmt: skip
     path = write_csv(tmp_path / "in.csv", rows)
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
-    client = EngageClient(http, RetryConfig(max_attempts=1), sleep=lambda s: None)
+    client = EngageClient(http, RetryPolicy(max_attempts=1), sleep=lambda s: None)
     report = run(RunSettings(input=path, config=Config(), timezone="UTC"), client)
     assert report.exit_code == 3
     assert report.summary["rows_accepted"] == 1
@@ -59,7 +59,7 @@ def test_refusals_that_match_no_row_sent_are_not_a_clean_run(tmp_path, echo):
     rows = [{"contactId": GUID, "amount": "1", "definitionId": "1", "source": "s",
              "description": f"d{i}"} for i in range(2)]  # fmt: skip
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
-    client = EngageClient(http, RetryConfig(max_attempts=1), sleep=lambda s: None)
+    client = EngageClient(http, RetryPolicy(max_attempts=1), sleep=lambda s: None)
     report = run(RunSettings(input=write_csv(tmp_path / "in.csv", rows), config=Config(),
                              timezone="UTC"), client)  # fmt: skip
     assert (report.exit_code, report.summary["not_accepted_unmatched"]) == (3, 1)
@@ -94,4 +94,4 @@ def test_refusals_matching_no_row_are_remembered_when_a_run_resumes(tmp_path):
 
 def client(handle: Callable[[httpx.Request], httpx.Response]) -> EngageClient:
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
-    return EngageClient(http, RetryConfig(max_attempts=1), sleep=lambda s: None)
+    return EngageClient(http, RetryPolicy(max_attempts=1), sleep=lambda s: None)

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.chunk import JSON
-from pipeline.engage import FIELDS
-from pipeline.validate import RAW, Rules, Seen, Validated, validate
+from pipeline.model import FIELDS, JSON, RAW
+from pipeline.validate import Rules, Seen, Validated, validate
 from pipeline.validate.parse import prepare
 from pipeline.validate.schema import passes, passing
 from tests.unit.test_validate_parse import frames

@@ -114,7 +114,7 @@ def run_cmd(
     stopped (crash, signal, outage) goes on where it stopped; a finished import is not sent
     again.
     """
-    from pipeline.commands import ImportOptions, import_file
+    from pipeline.cli.run import ImportOptions, import_file
 
     cfg = _setup(config)
     options = ImportOptions(
@@ -157,7 +157,7 @@ def validate_cmd(
 
     The invalid rows go to the rejects report; exit 0 if every row is valid, else 3.
     """
-    from pipeline.commands import ImportOptions, import_file
+    from pipeline.cli.run import ImportOptions, import_file
 
     cfg = _setup(config)
     return import_file(
@@ -174,7 +174,7 @@ def status_cmd(import_id: str | None, config: Path | None, state_dir: Path | Non
 
     Without IMPORT_ID: the most recently updated import.
     """
-    from pipeline.status import status
+    from pipeline.cli.status import status
 
     cfg = _setup(config)
     return status(_journal_dir(cfg, state_dir), import_id)
@@ -185,7 +185,7 @@ def status_cmd(import_id: str | None, config: Path | None, state_dir: Path | Non
 @_state_dir
 def runs_cmd(config: Path | None, state_dir: Path | None) -> int:
     """List the imports in the journal with their outcome."""
-    from pipeline.status import runs
+    from pipeline.cli.status import runs
 
     cfg = _setup(config)
     return runs(_journal_dir(cfg, state_dir))
@@ -207,7 +207,7 @@ def reconcile_cmd(
 
     Exit 0 when everything matches, 3 when a row is missing or doubled (listed on stderr).
     """
-    from pipeline.status import reconcile
+    from pipeline.cli.status import reconcile
 
     cfg = _setup(config)
     return reconcile(cfg, _journal_dir(cfg, state_dir), import_id, sample, dict(os.environ))
@@ -253,7 +253,7 @@ def demo_cmd(output: Path, config: Path | None) -> int:
 
     Exit 0 when the import finished (the sample's bad rows are expected in the rejects).
     """
-    from pipeline.commands import demo
+    from pipeline.cli.run import demo
 
     cfg = _setup(config or _demo_config())
     return demo(cfg, output)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from pipeline.load import SOURCE_ROW
+from pipeline.model import SOURCE_ROW
 
 SLACK_S = 3600.0  # clocks differ: a transaction may look older than our send, or newer
 RETRIES_S = 6 * 3600.0  # a send's retries (Retry-After, back-off) end well within this

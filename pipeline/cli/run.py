@@ -18,15 +18,16 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from pipeline import report
-from pipeline.config import Config, Credentials, credentials_from_env, resolve_timezone
-from pipeline.engage import EngageClient
+from pipeline.cli.progress import progress_display
+from pipeline.config import Config, resolve_timezone
+from pipeline.credentials import Credentials, credentials_from_env
+from pipeline.engage import EngageClient, RetryPolicy
 from pipeline.errors import EXIT_ABORTED, EXIT_OK, EXIT_REJECTS, ConfigError
 from pipeline.journal import Journal
 from pipeline.limits import RateLimiter
-from pipeline.progress import progress_display
 from pipeline.runner import RunReport, RunSettings, run
 
-log = structlog.get_logger("pipeline.commands")
+log = structlog.get_logger("pipeline.cli.run")
 S = TypeVar("S", bound=BaseModel)
 SAMPLE = "transactions.csv"
 
@@ -156,7 +157,7 @@ def open_client(
         creds.base_url,
         creds.api_key.get_secret_value(),
         timeout=timeout,
-        retry=cfg.retry,
+        retry=RetryPolicy(**cfg.retry.model_dump()),
         stop=stop,
         limiter=limiter,
         connections=cfg.engage.concurrency,

@@ -18,8 +18,7 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-from pipeline.engage import FIELDS, PostResult
-from pipeline.load import SOURCE_ROW
+from pipeline.model import FIELDS, SOURCE_ROW, PostResult
 
 DATES = ("timestamp", "validfrom", "validto")
 COMPARED = ("contactid", "definitionid", "amount", "source", "description", *DATES)

@@ -22,7 +22,7 @@ from rich.progress import (
 from pipeline.chunk import Batch
 from pipeline.runner import Progress as RunProgress
 
-log = structlog.get_logger("pipeline.progress")
+log = structlog.get_logger("pipeline.cli.progress")
 EVERY_S = 5.0
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.config import Config, credentials_from_env
+from pipeline.config import Config
+from pipeline.credentials import credentials_from_env
 from pipeline.errors import EXIT_OK, EXIT_REJECTS, ConfigError
 from pipeline.journal import ImportRecord, Journal
-from pipeline.load import SOURCE_ROW
-from pipeline.reconcile import count_held
+from pipeline.model import SOURCE_ROW
+from pipeline.post.reconcile import count_held
 from pipeline.runner import RunSettings, settled
 
 CONTENT = ["contactId", "definitionId", "amount", "source", "description", "timeStamp"]
@@ -82,7 +83,7 @@ def reconcile(
     cfg: Config, state_dir: Path, import_id: str, sample: int | None, env: dict[str, str]
 ) -> int:
     """Check that Engage holds every accepted row of the import exactly once."""
-    from pipeline.commands import open_client
+    from pipeline.cli.run import open_client
 
     with Journal.open(state_dir, create=False) as journal:
         record = _record(journal, import_id)
