@@ -38,10 +38,12 @@ class InputConfig(Section):
     format: Literal["auto", "csv", "tsv", "parquet", "ndjson"] = "auto"
     delimiter: str = "auto"  # "auto" sniffs , ; tab | from the header line
     timezone: str = ""  # IANA name for values without offset; "" = this machine's
+    id_column: str = ""  # a column with the source's transaction id: each row's identity
 
 
 class ValidationConfig(Section):
     allow_duplicates: bool = False  # exact duplicate rows within one import are rejected
+    allow_twins: bool = False  # send a row without timeStamp whose twin landed; --allow-twins
     max_source_length: int = Field(255, gt=0)
     max_description_length: int = Field(1000, gt=0)
 
@@ -60,6 +62,7 @@ class RetryConfig(Section):
 class JournalConfig(Section):
     state_dir: Path = Path(".points-import")  # where journal.sqlite lives; --state-dir
     idempotency_window: float = Field(82800.0, gt=0)  # seconds Engage keeps a key, less a margin
+    remember_days: float = Field(365.0, gt=0)  # how long a finished import's rows are known
 
 
 class LogConfig(Section):

@@ -96,6 +96,11 @@ class EngageClient:
         stop = stop or threading.Event()
         return cls(http, retry, sleep=stop.wait, stopping=stop.is_set, limiter=limiter)
 
+    @property
+    def base_url(self) -> str:
+        """Engage's address (the tenant): whose rows the journal's landed-row index holds."""
+        return str(self._http.base_url).rstrip("/")
+
     def close(self) -> None:
         self._http.close()
 

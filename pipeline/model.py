@@ -28,9 +28,11 @@ OPTIONAL_FIELDS = ("timeStamp", "validFrom", "validTo")
 
 SOURCE_ROW = "sourceRow"  # the 1-based data row of the input
 LOAD_ERROR = "_loadError"  # why a row could not be read as one (malformed)
-PRIOR_REASON = "_priorReason"  # a rejects report's reason column, when one is fed back
+ROW_ID = "_rowId"  # the value of the input's id column ([input] id_column), never sent
+IDENTITY = "_identity"  # a valid row's identity: what makes it the same row in any file
 REASON = "reason"  # why a row did not get in
-RAW = {name: f"_raw_{name}" for name in FIELDS}  # the input's text, kept for the rejects
+KEPT = (*FIELDS, ROW_ID)  # the input's values a rejected row is reported with
+RAW = {name: f"_raw_{name}" for name in KEPT}  # the input's text, kept for the rejects
 JSON = "_json"  # the row as it is sent
 
 NUMBERS = ("amount", "definitionId")

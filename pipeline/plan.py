@@ -6,6 +6,7 @@ kept on the way for the report; the valid rows live only in the batches not yet 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,9 +18,10 @@ from pipeline.chunk import Batch, Chunker
 from pipeline.config import Config
 from pipeline.frames import detached
 from pipeline.load import CHUNK_BYTES, Source, read_chunks
-from pipeline.model import SOURCE_ROW
+from pipeline.model import REASON, SOURCE_ROW
 from pipeline.spool import Spool
-from pipeline.validate import Checked, Rules, Seen, dedupe, describe, screen
+from pipeline.validate import Checked, Rules, Seen, as_rejects, dedupe, describe, screen
+from pipeline.validate.landed import Sorted
 
 log = structlog.get_logger("pipeline.plan")
 SCREENERS = 2  # pieces screened at once (most of the work is in polars, off the GIL)
@@ -35,6 +37,9 @@ class Tally:
     read: int = 0
     valid: int = 0
     batches: int = 0
+    landed: int = 0  # valid rows another import landed: not sent, not rejected
+    landed_in: Counter[str] = field(default_factory=Counter)  # of those, where they landed
+    held: int = 0  # valid rows held back (another import may send them): rejected
     described: Spool = field(default_factory=Spool)
     failing: list[pl.DataFrame] = field(default_factory=list)  # reasons yet to be given
     rules: Rules = field(default_factory=Rules)
@@ -87,6 +92,7 @@ class Plan:
     on_read: Callable[[int], None] = lambda rows: None
     chunk_bytes: int = CHUNK_BYTES  # how much text a piece holds
     skip_through: int = 0  # rows numbered up to this one are an earlier import's: not read
+    sort: Callable[[pl.DataFrame], Sorted] | None = None  # against the landed rows (claims)
     _known: Rules | None = field(default=None, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
@@ -99,12 +105,15 @@ class Plan:
         """The batches, as the pieces of the input fill them (maybe none for a piece)."""
         seen, chunker = Seen(), Chunker(self.batch_size, self.import_id)
         cfg = self.config
-        pieces = read_chunks(self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes)
+        pieces = read_chunks(
+            self.source, cfg.input.delimiter, cfg.columns, self.chunk_bytes, cfg.input.id_column
+        )
         ahead = prefetched(pieces, 1, name="read")  # the next piece read meanwhile
         results = mapped(self._screen, ahead, SCREENERS, "screen")
         for read, rules, screened in results:
             checked = dedupe(screened, seen, rules)  # in order: the first of equal rows wins
             checked = self._unread(checked) if self.skip_through else checked
+            checked = self._sorted(checked) if self.sort else checked
             self._count(read, checked, rules)
             yield self._counted(list(chunker.feed(checked.valid)))
         yield self._counted(list(chunker.flush()))
@@ -115,6 +124,9 @@ class Plan:
             invalid=self.tally.invalid_rows,
             batches=self.tally.batches,
         )
+        if self.tally.landed:
+            log.info("rows already landed: not sent", rows=self.tally.landed,
+                     imports=dict(self.tally.landed_in))  # fmt: skip
 
     def _screen(self, frame: pl.DataFrame) -> tuple[int, Rules, Checked]:
         rules = self._rules_for(frame.height)
@@ -129,6 +141,17 @@ class Plan:
         new = pl.col(SOURCE_ROW) > self.skip_through
         valid, failing, duplicates = checked.valid, checked.failing, checked.duplicates
         return Checked(valid.filter(new), failing.filter(new), duplicates.filter(new))
+
+    def _sorted(self, checked: Checked) -> Checked:
+        """Without the rows that landed before (counted) or that another import may send
+        (held back: rejected with their reason)."""
+        assert self.sort is not None
+        sorted_ = self.sort(checked.valid)
+        self.tally.landed += sorted_.landed.height
+        self.tally.landed_in.update(sorted_.landed["_by"].to_list())
+        self.tally.held += sorted_.held.height
+        held = as_rejects(sorted_.held, pl.col(REASON))
+        return Checked(sorted_.free, checked.failing, pl.concat([checked.duplicates, held]))
 
     def _rules_for(self, rows: int) -> Rules:
         """The rules; the definitions are asked once, when the first row needs them."""
@@ -155,4 +178,5 @@ class Plan:
             max_source_length=v.max_source_length,
             max_description_length=v.max_description_length,
             definition_ids=known,
+            id_column=self.config.input.id_column,
         )

@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.errors import ReportError
-from pipeline.model import FIELDS, SOURCE_ROW
+from pipeline.model import FIELDS, ROW_ID, SOURCE_ROW
 from pipeline.spool import Spool, in_order
 
-REJECT_COLUMNS = (*FIELDS, SOURCE_ROW, "stage", "reason", "idempotencyKey")
+REJECT_COLUMNS = (*FIELDS, SOURCE_ROW, "stage", "reason", "idempotencyKey")  # then the id column
 STAGES = ("validation", "server", "batch", "unsent")
 
 
@@ -32,6 +32,7 @@ class Rejects:
     Engage's (spooled, read back in input order a part at a time)."""
 
     spools: tuple[Spool, ...]
+    id_column: str = ""  # the input's id column: reported last, under its own name
 
     @property
     def height(self) -> int:
@@ -43,12 +44,20 @@ class Rejects:
     def parts(self) -> Iterator[pl.DataFrame]:
         """The rows in input order, in parts of bounded size."""
         for part in in_order(self.spools):
-            yield part.select(REJECT_COLUMNS)
+            yield part.select(*REJECT_COLUMNS, *self._id())
+
+    def _id(self) -> list[pl.Expr]:
+        return [pl.col(ROW_ID).alias(self.id_column)] if self.id_column else []
 
     def frame(self) -> pl.DataFrame:
         """All of them in one frame (for the small and for tests)."""
         parts = list(self.parts())
-        return pl.concat(parts) if parts else pl.DataFrame(schema=REJECTS_SCHEMA)
+        return pl.concat(parts) if parts else self.empty()
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=REJECTS_SCHEMA).with_columns(
+            pl.lit(None, pl.String).alias(self.id_column) for _ in self._id()
+        )
 
 
 REJECTS_SCHEMA = {**dict.fromkeys(REJECT_COLUMNS, pl.String), SOURCE_ROW: pl.Int64}
@@ -73,7 +82,7 @@ def write_rejects(rejects: Rejects, path: Path) -> None:
             part.write_csv(out, include_header=first)
             first = False
         if first:
-            pl.DataFrame(schema=REJECTS_SCHEMA).write_csv(out)
+            rejects.empty().write_csv(out)
 
     _replace(path, write)
 

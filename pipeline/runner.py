@@ -1,9 +1,10 @@
 """The runner: load -> validate -> chunk -> post -> report, streamed, each stage's result
 collected.
 
-With a journal, an import is registered before anything is sent, each batch is recorded as
-it is planned, one process at a time holds the import, and a later run of the same import
-resumes it (or, finished, reports it again without sending anything).
+With a journal, an import is registered before anything is sent, its rows are sorted
+against the rows other imports landed and claimed a piece at a time (``claims``), each batch
+is recorded as it is planned, one process at a time holds the import, and a later run of the
+same import resumes it (or, finished, reports it again without sending anything).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 
 from pipeline import report
 from pipeline.chunk import Batch
+from pipeline.claims import Claims
 from pipeline.config import Config
 from pipeline.engage import EngageClient
 from pipeline.errors import (
@@ -37,10 +39,12 @@ from pipeline.errors import (
 )
 from pipeline.grown import Continued, as_read, grown
 from pipeline.journal import FINISHED, ImportRecord, Journal
+from pipeline.journal.batches import Planned
 from pipeline.load import Source, open_source
 from pipeline.model import SOURCE_ROW
 from pipeline.plan import Plan
 from pipeline.post import Posted, Refused, Resume, post
+from pipeline.validate.landed import Sorting
 
 log = structlog.get_logger("pipeline.runner")
 
@@ -128,8 +132,8 @@ def _as_planned(settings: RunSettings, record: ImportRecord | None) -> RunSettin
 def _record(
     journal: Journal | None, import_id: str, source: Source, settings: RunSettings
 ) -> tuple[ImportRecord | None, Source]:
-    """The journal's record of the import, and the part of the file it read (all of it,
-    unless the file grew since)."""
+    """The journal's record of the import, checked against its file and settings, and the
+    part of the file it read (all of it, unless the file grew since)."""
     record = journal.find(import_id) if journal else None
     source = as_read(record, source) if record else source
     if record is not None and record.input_sha256 != source.sha256:
@@ -212,17 +216,19 @@ def _journaled(
     should_stop: Callable[[], bool], journal: Journal, progress: Progress,
     started: datetime, clock: float,
 ) -> RunReport:  # fmt: skip
+    forgotten = journal.forget(settings.config.journal.remember_days)
+    if forgotten:
+        log.info("rows of old imports forgotten", imports=forgotten,
+                 remember_days=settings.config.journal.remember_days)  # fmt: skip
     if record is not None and record.status == FINISHED:
         if not settings.force:
-            posted = post(plan.batches(), None, resume=_resume(journal, plan.import_id, settings),
-                          keep_accepted=False)  # fmt: skip
-            result = _report(settings, plan, posted, started, clock, _finished_note(record))
-            return replace(result, summary=record.summary or result.summary, replayed=True)
+            return _replayed(settings, plan, record, journal, started, clock)
         plan, record = _forced(settings, plan, journal), None
     if record is None:
-        _register(journal, plan, settings)
+        _register(journal, plan, settings, client.base_url)
     journal.acquire(plan.import_id)
     try:
+        plan.sort = _claims(settings, plan, record, journal).sort
         journal.set_status(plan.import_id, "running")
         posted = post(_recorded(journal, plan), client, should_stop,
                       _JournalRecorder(journal, plan.import_id),
@@ -241,6 +247,44 @@ def _journaled(
     return result
 
 
+def _claims(
+    settings: RunSettings,
+    plan: Plan,
+    record: ImportRecord | None,
+    journal: Journal,
+    write: bool = True,
+) -> Claims:
+    """How the import's rows are sorted against the landed rows (and claimed, ``write``)."""
+    how = Sorting(
+        import_id=plan.import_id,
+        claimed_through=record.claimed_through if record else 0,
+        id_column=settings.config.input.id_column,
+        allow_twins=settings.config.validation.allow_twins,
+        force=settings.force,
+    )
+    return Claims(journal, how, write)
+
+
+def _replayed(
+    settings: RunSettings, plan: Plan, record: ImportRecord, journal: Journal,
+    started: datetime, clock: float,
+) -> RunReport:  # fmt: skip
+    """A finished import run again: its report made again from the journal, nothing sent."""
+    note = _finished_note(record)
+    if record.forgotten:  # which rows it sent is not known any more: no report to make again
+        note += f"; its rows were forgotten ({_FORGOTTEN}): its rejects report is not made again"
+        summary = record.summary or {}
+        return RunReport(summary, report.Rejects(()), note, replayed=True)
+    plan.sort = _claims(settings, plan, record, journal, write=False).sort
+    posted = post(plan.batches(), None, resume=_resume(journal, plan.import_id, settings),
+                  keep_accepted=False)  # fmt: skip
+    result = _report(settings, plan, posted, started, clock, note)
+    return replace(result, summary=record.summary or result.summary, replayed=True)
+
+
+_FORGOTTEN = "it finished longer ago than [journal] remember_days"
+
+
 def _recorded(journal: Journal, plan: Plan) -> Iterator[Batch]:
     """The plan's batches, each recorded (or checked against its record) before it is sent:
     a piece's batches in one transaction."""
@@ -251,10 +295,14 @@ def _recorded(journal: Journal, plan: Plan) -> Iterator[Batch]:
             if known is not None:
                 journal.set_definitions(plan.import_id, sorted(known))
             recorded = True
-        journal.plan_batches(plan.import_id, [
-            (b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest()) for b in batches
-        ])  # fmt: skip
+        journal.plan_batches(plan.import_id, [_planned(b) for b in batches])
         yield from batches
+
+
+def _planned(batch: Batch) -> Planned:
+    rows = batch.rows[SOURCE_ROW]
+    digest = hashlib.sha256(batch.body).hexdigest()
+    return Planned(batch.seq, batch.key, batch.rows.height, digest, rows[0], rows[-1])
 
 
 def _finished_note(record: ImportRecord) -> str:
@@ -284,12 +332,12 @@ def _missing(import_id: str) -> ImportRecord:
     raise JournalError(f"import {import_id} vanished from the journal")
 
 
-def _register(journal: Journal, plan: Plan, settings: RunSettings) -> None:
+def _register(journal: Journal, plan: Plan, settings: RunSettings, tenant: str) -> None:
     try:
         source = plan.source  # its bytes as read (not a gzip's): a grown file's first ones
         size = source.size if source.data == source.path else None
         journal.register(plan.import_id, str(settings.input.resolve()), source.sha256,
-                         _shaping(settings), input_bytes=size)  # fmt: skip
+                         _shaping(settings), tenant, input_bytes=size)  # fmt: skip
     except JournalError as exc:
         if isinstance(exc.__cause__, sqlite3.IntegrityError):
             raise JournalError(
@@ -306,6 +354,7 @@ def _shaping(settings: RunSettings) -> dict[str, Any]:
         "columns": cfg.columns,
         "validation": cfg.validation.model_dump(),
         "format": cfg.input.format,
+        "id_column": cfg.input.id_column,
     } | ({"continues": astuple(settings.continues)} if settings.continues else {})
 
 
@@ -346,6 +395,7 @@ def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Post
             raise JournalError(f"no import {import_id} in the journal {journal.path}")
         settings = _as_planned(settings, record)
         plan = _plan(settings, source, import_id, None, record, Progress())
+        plan.sort = _claims(settings, plan, record, journal, write=False).sort
         batches = list(plan.batches())
         posted = post(
             batches, None, resume=_resume(journal, import_id, settings), keep_accepted=False
@@ -359,7 +409,7 @@ def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Post
 
 def _report(settings: RunSettings, plan: Plan, posted: Posted, started: datetime,
             clock: float, note: str) -> RunReport:  # fmt: skip
-    rejects = report.Rejects((plan.tally.invalid, posted.refused))
+    rejects = report.Rejects((plan.tally.invalid, posted.refused), settings.config.input.id_column)
     summary = _summary(settings, plan, posted, rejects)
     summary.update(started_at=started.isoformat(timespec="seconds"),
                    duration_s=round(time.perf_counter() - clock, 3))  # fmt: skip
@@ -369,7 +419,7 @@ def _report(settings: RunSettings, plan: Plan, posted: Posted, started: datetime
 def _summary(settings: RunSettings, plan: Plan, posted: Posted,
              rejects: report.Rejects) -> dict[str, Any]:  # fmt: skip
     tally, read = plan.tally, plan.tally.read
-    settled = (
+    settled = tally.landed + (
         tally.valid + tally.invalid_rows if settings.dry_run else posted.accepted + rejects.height
     )
     if settled != read:
@@ -395,6 +445,9 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
         "rows_invalid": tally.invalid_rows,
         "rows_sent": 0 if settings.dry_run else tally.valid - by_stage["unsent"],
         "rows_accepted": posted.accepted,
+        "rows_already_landed": tally.landed,  # another import landed them: not sent again
+        "already_landed_in": dict(sorted(tally.landed_in.items())),
+        "rows_held_back": tally.held,  # another import may send them: rejected, to re-run it
         "rows_rejected": rejects.height,
         "rejected_by_stage": by_stage,
         "batches_total": tally.batches,
@@ -427,6 +480,12 @@ def _message(summary: dict[str, Any]) -> str:
             f"Engage refused {unmatched} rows that match no row sent (counted accepted; the"
             " log names their batches): check those batches in Engage"
         )
+    landed = summary.get("rows_already_landed", 0)
+    if landed:
+        notes.append(
+            f"{landed} rows had landed before (import {', '.join(summary['already_landed_in'])}):"
+            " not sent again"
+        )
     continued = summary.get("continues")
     if continued:
         notes.append(
@@ -443,8 +502,8 @@ def _message(summary: dict[str, Any]) -> str:
     elif summary.get("input_changed"):
         notes.append(
             f"{summary['input']} changed while it was read: only what it held at the start was"
-            f" read ({summary['rows_read']} rows); import rows added since from a file of their"
-            " own, not this one whole again (its other rows would land twice)"
+            f" read ({summary['rows_read']} rows); run it again for the rows added since (those"
+            " that landed are not sent again)"
         )
     return "; ".join(notes)
 

@@ -91,6 +91,18 @@ _state_dir = click.option(
     type=click.FloatRange(min=1),
     help="At most this many requests in any second [default: from config, 50].",
 )
+@click.option(
+    "--allow-twins",
+    is_flag=True,
+    default=None,
+    help="Send rows without timeStamp whose twin landed in another import (another "
+    "transaction) [default: from config, no].",
+)
+@click.option(
+    "--id-column",
+    help="The input's column holding the source's transaction id: each row's identity, "
+    "never sent [default: from config, none: the row's content].",
+)
 @click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
 @click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
 def run_cmd(
@@ -105,6 +117,8 @@ def run_cmd(
     idempotency_window: float | None,
     concurrency: int | None,
     max_rps: float | None,
+    allow_twins: bool | None,
+    id_column: str | None,
     force: bool,
     yes: bool,
 ) -> int:
@@ -127,6 +141,8 @@ def run_cmd(
         idempotency_window=idempotency_window,
         concurrency=concurrency,
         max_rps=max_rps,
+        allow_twins=allow_twins,
+        id_column=id_column,
         force=force,
         confirm=_confirmer(yes),
     )

@@ -45,6 +45,8 @@ class ImportOptions:
     idempotency_window: float | None = None
     concurrency: int | None = None
     max_rps: float | None = None
+    allow_twins: bool | None = None
+    id_column: str | None = None
     force: bool = False
     confirm: Callable[[str], bool] = field(default=lambda message: False)
 
@@ -88,7 +90,11 @@ def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
                   max_requests_per_second=options.max_rps)  # fmt: skip
     journal = _set(cfg.journal, state_dir=options.state_dir,
                    idempotency_window=options.idempotency_window)  # fmt: skip
-    return cfg.model_copy(update={"engage": engage, "journal": journal})
+    validation = _set(cfg.validation, allow_twins=options.allow_twins)
+    input = _set(cfg.input, id_column=options.id_column)
+    return cfg.model_copy(
+        update={"engage": engage, "journal": journal, "validation": validation, "input": input}
+    )
 
 
 FLAGS = {"max_requests_per_second": "--max-rps"}  # the rest are named like their setting

@@ -41,12 +41,17 @@ def status(state_dir: Path, import_id: str | None) -> int:
         record = _record(journal, import_id)
         counts = journal.counts(record.import_id)
         refused = journal.refused_count(record.import_id)
+        held = journal.held_count(record.import_id)
     _say(
         f"import {record.import_id}: {record.status}"
         + (f" (exit {record.exit_code})" if record.exit_code is not None else "")
     )
     _say(f"  input      {record.input_path} (sha256 {record.input_sha256[:16]}…)")
-    _say(f"  rows       {record.rows} read; {refused} refused by Engage so far")
+    _say(
+        f"  rows       {record.rows} read; {refused} refused by Engage so far; {held} held back"
+        f" (another import holds them); sorted against the landed rows through row"
+        f" {record.claimed_through}"
+    )
     _say(
         f"  batches    {record.batches} planned; by state: "
         + ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
@@ -58,7 +63,11 @@ def status(state_dir: Path, import_id: str | None) -> int:
         _say(f"  last error {record.last_error}")
     if record.summary:
         s = record.summary
-        _say(f"  outcome    {s['rows_accepted']} accepted, {s['rows_rejected']} rejected")
+        _say(
+            f"  outcome    {s['rows_accepted']} accepted, {s['rows_rejected']} rejected,"
+            f" {s.get('rows_already_landed', 0)} had landed before (not sent)"
+            + (f" in {', '.join(s['already_landed_in'])}" if s.get("already_landed_in") else "")
+        )
     return EXIT_OK
 
 
@@ -66,13 +75,18 @@ def runs(state_dir: Path) -> int:
     """Every import in the journal, one line each."""
     with Journal.open(state_dir, create=False) as journal:
         records = journal.imports()
-        lines = [(r, journal.counts(r.import_id)) for r in records]
-    _say(f"{'import':<28} {'status':<12} {'exit':>4} {'rows':>10} {'done':>11}  updated  input")
-    for r, counts in lines:
+        lines = [(r, journal.counts(r.import_id), journal.held_count(r.import_id)) for r in records]
+    _say(
+        f"{'import':<28} {'status':<12} {'exit':>4} {'rows':>10} {'done':>11} {'landed':>8}"
+        f" {'held':>6}  updated  input"
+    )
+    for r, counts, held in lines:
         done = counts.get("done", 0) + counts.get("failed", 0)
+        landed = (r.summary or {}).get("rows_already_landed", "")
         _say(
             f"{r.import_id:<28} {r.status:<12} {r.exit_code if r.exit_code is not None else '':>4}"
-            f" {r.rows:>10} {f'{done}/{r.batches}':>11}  {r.updated_at}  {r.input_path}"
+            f" {r.rows:>10} {f'{done}/{r.batches}':>11} {landed:>8} {held:>6}  {r.updated_at}"
+            f"  {r.input_path}"
         )
     if not records:
         _say("no imports yet")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pipeline.journal.batches import TERMINAL, Batches, BatchRecord
 from pipeline.journal.imports import FINISHED, ImportRecord, Imports
+from pipeline.journal.landed import Landed
 from pipeline.journal.store import FILENAME
 
 __all__ = [
@@ -27,5 +28,5 @@ __all__ = [
 ]
 
 
-class Journal(Imports, Batches):
-    """The journal file of a state directory: its imports and their batches."""
+class Journal(Imports, Batches, Landed):
+    """The journal file of a state directory: its imports, their batches, the rows landed."""

@@ -6,7 +6,9 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from pipeline.errors import JournalError
 from pipeline.journal.store import Store, dump
 
 TERMINAL = ("done", "failed")
@@ -28,8 +30,51 @@ class BatchRecord:
     updated_at: float | None = None  # for a batch in doubt: when it was last sent
 
 
+class Planned(NamedTuple):
+    """A batch as planned: its rows are those of the input from ``first_row`` to ``last_row``
+    that the plan kept (which say what batch holds a row claimed in the landed-row index)."""
+
+    seq: int
+    key: str
+    rows: int
+    sha256: str
+    first_row: int | None = None
+    last_row: int | None = None
+
+
 class Batches(Store):
     """The ``batches`` and ``refused`` tables."""
+
+    def plan_batches(
+        self, import_id: str, planned: Sequence[Planned | tuple[int, str, int, str]]
+    ) -> None:
+        """Add the planned batches of a piece, in one transaction; one planned before must have
+        the same key (the same rows)."""
+        if not planned:
+            return
+        batches = [Planned(*p) for p in planned]
+        with self._write() as db:
+            for b in batches:
+                found = db.execute(
+                    "SELECT key FROM batches WHERE import_id = ? AND seq = ? AND part = ''",
+                    (import_id, b.seq),
+                ).fetchone()
+                if found is not None and found["key"] != b.key:
+                    raise JournalError(
+                        f"import {import_id} was planned differently (batch {b.seq} had other "
+                        "rows: another batch size, time zone, column mapping or validation "
+                        "setting); finish it with the same file and config"
+                    )
+                if found is None:
+                    db.execute(
+                        "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256,"
+                        " state, updated_at, first_row, last_row)"
+                        " VALUES (?, ?, '', ?, ?, ?, 'planned', ?, ?, ?)",
+                        (import_id, b.seq, b.key, b.rows, b.sha256, self._clock(), b.first_row,
+                         b.last_row),
+                    )  # fmt: skip
+            db.execute("UPDATE imports SET batches = MAX(batches, ?) WHERE import_id = ?",
+                       (max(b.seq for b in batches), import_id))  # fmt: skip
 
     def batches(self, import_id: str) -> dict[tuple[int, str], BatchRecord]:
         rows = self._read(
@@ -111,7 +156,9 @@ class Batches(Store):
         return [(r["source_row"], r["stage"], r["reason"]) for r in rows]
 
     def refused_count(self, import_id: str) -> int:
-        rows = self._read("SELECT COUNT(*) AS n FROM refused WHERE import_id = ?", (import_id,))
+        rows = self._read(
+            "SELECT COUNT(*) AS n FROM refused WHERE import_id = ? AND seq > 0", (import_id,)
+        )
         return int(rows[0]["n"])
 
     def counts(self, import_id: str) -> dict[str, int]:

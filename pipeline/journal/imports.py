@@ -40,6 +40,9 @@ class ImportRecord:
     updated_at: str
     holder: str | None
     input_bytes: int | None = None  # of the input as imported (None: an older version's)
+    tenant: str | None = None  # the Engage base URL it was sent to (None: an older version's)
+    claimed_through: int = 0  # its rows up to this one were sorted against the landed rows
+    forgotten: bool = False  # its rows left the landed-row index ([journal] remember_days)
 
 
 class Imports(Store):
@@ -60,19 +63,22 @@ class Imports(Store):
         input_path: str,
         input_sha256: str,
         settings: dict[str, Any],
+        tenant: str,
         definitions: Sequence[int] | None = None,
         input_bytes: int | None = None,
     ) -> None:
-        """Record a new import; its batches are added as they are planned (``plan_batch``)."""
+        """Record a new import of ``tenant`` (Engage's base URL); its batches are added as they
+        are planned (``plan_batches``), its rows claimed as they are sorted (``claim``)."""
         stamp = iso(self._clock())
         with self._write() as db:
             db.execute(
                 "INSERT INTO imports (import_id, input_path, input_sha256, settings, definitions,"
-                " batches, rows, status, created_at, updated_at, input_bytes)"
-                " VALUES (?, ?, ?, ?, ?, 0, 0, 'planned', ?, ?, ?)",
+                " batches, rows, status, created_at, updated_at, input_bytes, tenant, ref)"
+                " VALUES (?, ?, ?, ?, ?, 0, 0, 'planned', ?, ?, ?, ?,"
+                " (SELECT COALESCE(MAX(ref), 0) + 1 FROM imports))",
                 (import_id, input_path, input_sha256, dump(settings),
                  None if definitions is None else dump(sorted(definitions)), stamp, stamp,
-                 input_bytes),
+                 input_bytes, tenant),
             )  # fmt: skip
 
     def set_definitions(self, import_id: str, definitions: Sequence[int]) -> None:
@@ -80,36 +86,6 @@ class Imports(Store):
         with self._write() as db:
             db.execute("UPDATE imports SET definitions = ? WHERE import_id = ?",
                        (dump(sorted(definitions)), import_id))  # fmt: skip
-
-    def plan_batch(self, import_id: str, seq: int, key: str, rows: int, sha256: str) -> None:
-        """Add a planned batch; one planned before must have the same key (the same rows)."""
-        self.plan_batches(import_id, [(seq, key, rows, sha256)])
-
-    def plan_batches(self, import_id: str, planned: Sequence[tuple[int, str, int, str]]) -> None:
-        """``plan_batch`` for several (seq, key, rows, sha256), in one transaction."""
-        if not planned:
-            return
-        with self._write() as db:
-            for seq, key, rows, sha256 in planned:
-                found = db.execute(
-                    "SELECT key FROM batches WHERE import_id = ? AND seq = ? AND part = ''",
-                    (import_id, seq),
-                ).fetchone()
-                if found is not None and found["key"] != key:
-                    raise JournalError(
-                        f"import {import_id} was planned differently (batch {seq} had other "
-                        "rows: another batch size, time zone, column mapping or validation "
-                        "setting); finish it with the same file and config. Another "
-                        "--import-id would send the rows that landed again"
-                    )
-                if found is None:
-                    db.execute(
-                        "INSERT INTO batches (import_id, seq, part, key, rows, content_sha256,"
-                        " state, updated_at) VALUES (?, ?, '', ?, ?, ?, 'planned', ?)",
-                        (import_id, seq, key, rows, sha256, self._clock()),
-                    )
-            db.execute("UPDATE imports SET batches = MAX(batches, ?) WHERE import_id = ?",
-                       (max(seq for seq, *_ in planned), import_id))  # fmt: skip
 
     def set_status(self, import_id: str, status: str, error: str | None = None) -> None:
         with self._write() as db:
@@ -234,4 +210,7 @@ def _import(r: sqlite3.Row) -> ImportRecord:
         updated_at=r["updated_at"],
         holder=holder,
         input_bytes=r["input_bytes"],
+        tenant=r["tenant"],
+        claimed_through=r["claimed_through"],
+        forgotten=bool(r["forgotten"]),
     )

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pipeline.errors import JournalError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+BASE_VERSION = 3  # what SCHEMA creates; the migrations after it bring a new file up to date
 APP = "points-import"
 
 SCHEMA = """
@@ -73,9 +74,29 @@ MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-
     2: "ALTER TABLE batches ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0",
     # the bytes of the input imported: a file that grew since is known by them (a prefix)
     3: "ALTER TABLE imports ADD COLUMN input_bytes INTEGER",
+    # the landed-row index: each row an import claimed, by its identity, for every import of
+    # the same tenant to consult; a batch's first and last row say which batch holds a row
+    4: """
+        ALTER TABLE imports ADD COLUMN ref INTEGER;
+        UPDATE imports SET ref = rowid;
+        ALTER TABLE imports ADD COLUMN tenant TEXT;
+        ALTER TABLE imports ADD COLUMN claimed_through INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE imports ADD COLUMN forgotten INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE batches ADD COLUMN first_row INTEGER;
+        ALTER TABLE batches ADD COLUMN last_row INTEGER;
+        CREATE UNIQUE INDEX imports_by_ref ON imports (ref);
+        CREATE TABLE landed (
+            identity INTEGER NOT NULL,
+            import_ref INTEGER NOT NULL,
+            source_row INTEGER NOT NULL,
+            PRIMARY KEY (identity, import_ref, source_row)
+        ) WITHOUT ROWID
+    """,
 }
-# what a resumed run looks up a batch at a time; an index changes nothing an older version reads
-INDEXES = "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)"
+INDEXES = (  # what runs look up; an index changes nothing an older version reads
+    "CREATE INDEX IF NOT EXISTS refused_by_batch ON refused (import_id, seq, part)",
+    "CREATE INDEX IF NOT EXISTS batches_by_row ON batches (import_id, first_row)",
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -98,7 +119,8 @@ def prepare(db: sqlite3.Connection, path: Path) -> None:
                 create(db)
             else:
                 check(db, tables, path)
-            db.execute(INDEXES)
+            for index in INDEXES:
+                db.execute(index)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
@@ -111,8 +133,9 @@ def create(db: sqlite3.Connection) -> None:
         db.execute(statement)
     db.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?)",
-        [("app", APP), ("schema_version", str(SCHEMA_VERSION)), ("created_at", iso(time.time()))],
+        [("app", APP), ("schema_version", str(BASE_VERSION)), ("created_at", iso(time.time()))],
     )
+    migrate(db, BASE_VERSION)
 
 
 def check(db: sqlite3.Connection, tables: set[str], path: Path) -> None:
@@ -135,9 +158,14 @@ def check(db: sqlite3.Connection, tables: set[str], path: Path) -> None:
             f"{path} was written by a newer points-import (journal schema {version}, this one "
             f"knows {SCHEMA_VERSION}); upgrade points-import"
         )
+    if any(target not in MIGRATIONS for target in range(version + 1, SCHEMA_VERSION + 1)):
+        raise JournalError(f"{path} has journal schema {version}, which can't be migrated")
+    migrate(db, version)
+
+
+def migrate(db: sqlite3.Connection, version: int) -> None:
+    """From schema ``version`` to this one, inside the caller's transaction."""
     for target in range(version + 1, SCHEMA_VERSION + 1):
-        if target not in MIGRATIONS:
-            raise JournalError(f"{path} has journal schema {version}, which can't be migrated")
         for statement in filter(str.strip, MIGRATIONS[target].split(";")):
             db.execute(statement)
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))

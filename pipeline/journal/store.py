@@ -67,6 +67,15 @@ class Store:
             except sqlite3.Error as exc:
                 raise journal_error(exc, self.path) from exc
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads only, with SQLite's errors made journal errors."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise journal_error(exc, self.path) from exc
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:

@@ -40,7 +40,7 @@ __all__ = [
 class Loaded:
     """The rows of one input, as text, with their source row numbers."""
 
-    frame: pl.DataFrame  # FIELDS as String, sourceRow (Int64), _loadError, _priorReason (String)
+    frame: pl.DataFrame  # FIELDS as String, sourceRow (Int64), _loadError, _rowId (String)
     sha256: str  # of the file's bytes as stored
     format: str
 
@@ -59,8 +59,10 @@ def read_chunks(
     delimiter: str = "auto",
     columns: Mapping[str, str] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    id_column: str = "",
 ) -> Iterator[pl.DataFrame]:
-    """The input's rows, piece by piece, in canonical columns (at least one, maybe empty)."""
+    """The input's rows, piece by piece, in canonical columns (at least one, maybe empty);
+    with an ``id_column``, its values as ``_rowId``."""
     if source.format == "parquet":
         raws = parquet_slices(source.data, source.path, max(1, chunk_bytes // 128))
     elif source.format == "ndjson":
@@ -72,7 +74,8 @@ def read_chunks(
         keys = raw.width > 1  # more than _loadError: not only blank lines
         strict = source.format != "ndjson" or (keys and not named)
         named = named or keys
-        yield canonical_columns(number_rows(raw, offset), source.path, columns or {}, strict)
+        numbered = number_rows(raw, offset)
+        yield canonical_columns(numbered, source.path, columns or {}, strict, id_column)
         offset += raw.height
 
 

@@ -14,8 +14,8 @@ from pipeline.model import (
     FIELDS,
     LOAD_ERROR,
     OPTIONAL_FIELDS,
-    PRIOR_REASON,
     REQUIRED_FIELDS,
+    ROW_ID,
     SOURCE_ROW,
 )
 
@@ -30,11 +30,16 @@ _BY_KEY = {_key(f): f for f in FIELDS}
 
 
 def canonical_columns(
-    frame: pl.DataFrame, path: Path, mapping: Mapping[str, str], strict: bool = True
+    frame: pl.DataFrame,
+    path: Path,
+    mapping: Mapping[str, str],
+    strict: bool = True,
+    id_column: str = "",
 ) -> pl.DataFrame:
-    """Rename headers to the API's fields (any case and spacing, or by [columns]). Strict: a
-    required field with no column is an InputError; else its values are null (NDJSON lines
-    after the first piece may simply not have the key)."""
+    """Rename headers to the API's fields (any case and spacing, or by [columns]), and the
+    ``id_column`` (if one is named) to ``_rowId``. Strict: a required field, or the id
+    column, with no column is an InputError; else its values are null (NDJSON lines after the
+    first piece may simply not have the key)."""
     by_key = {**_BY_KEY, **{_key(k): v for k, v in mapping.items()}}
     found = [c for c in frame.columns if c not in (LOAD_ERROR, SOURCE_ROW)]
     renames: dict[str, str] = {}
@@ -53,20 +58,28 @@ def canonical_columns(
         renames[name], headers[target] = target, header
     if strict:
         _require(path, found, set(renames.values()))
-    prior = _prior_reason(found, renames)
-    frame = frame.select(*renames, SOURCE_ROW, LOAD_ERROR, prior).rename(renames)
+    row_id = _row_id(found, id_column, path, strict)
+    frame = frame.select(*renames, SOURCE_ROW, LOAD_ERROR, row_id).rename(renames)
     optional = OPTIONAL_FIELDS if strict else FIELDS
     missing = [pl.lit(None, dtype=pl.String).alias(f) for f in optional if f not in frame]
-    return frame.with_columns(missing).select([*FIELDS, SOURCE_ROW, LOAD_ERROR, PRIOR_REASON])
+    return frame.with_columns(missing).select([*FIELDS, SOURCE_ROW, LOAD_ERROR, ROW_ID])
 
 
-def _prior_reason(found: list[str], renames: dict[str, str]) -> pl.Expr:
-    """A rejects report fed back (it has ``stage`` and ``reason`` columns): each row's reason,
-    as ``_priorReason`` (validate rejects again a row that was a duplicate); else null."""
-    keys = {_key(name): name for name in found if name not in renames}
-    if "stage" in keys and "reason" in keys:
-        return pl.col(keys["reason"]).cast(pl.String).alias(PRIOR_REASON)
-    return pl.lit(None, dtype=pl.String).alias(PRIOR_REASON)
+def _row_id(found: list[str], id_column: str, path: Path, strict: bool) -> pl.Expr:
+    """The id column's values as ``_rowId`` (its name as written, else in any case and
+    spacing); null when no id column is named."""
+    if not id_column:
+        return pl.lit(None, dtype=pl.String).alias(ROW_ID)
+    keys = {_key(name): name for name in found}
+    name = id_column if id_column in found else keys.get(_key(id_column))
+    if name is not None:
+        return pl.col(name).cast(pl.String).alias(ROW_ID)
+    if strict:
+        raise InputError(
+            f"{path} has no id column {id_column!r} ([input] id_column of the config); name"
+            " the column that holds the source's transaction id, or leave it empty"
+        )
+    return pl.lit(None, dtype=pl.String).alias(ROW_ID)
 
 
 def _require(path: Path, found: list[str], present: set[str]) -> None:

@@ -14,14 +14,14 @@ from decimal import MAX_PREC, Context, Decimal
 import polars as pl
 
 from pipeline.frames import detached
-from pipeline.model import FIELDS, RAW, SOURCE_ROW
+from pipeline.model import KEPT, RAW, SOURCE_ROW
 from pipeline.spool import Spool
 
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
 EXACT = Context(prec=MAX_PREC)  # sums as long as their digits need: never rounded
 REFUSED_SCHEMA = {
     SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String, "idempotencyKey": pl.String,
-    **dict.fromkeys(FIELDS, pl.String),
+    **dict.fromkeys(KEPT, pl.String),
 }  # fmt: skip
 
 
@@ -55,7 +55,7 @@ class Ledger:
             pl.col(SOURCE_ROW), pl.lit(stage, pl.String).alias("stage"),
             pl.lit(reason, pl.String).alias("reason"),
             pl.lit(key, pl.String).alias("idempotencyKey"),
-            *[pl.col(RAW[f]).alias(f) for f in FIELDS],
+            *[pl.col(RAW[f]).alias(f) for f in KEPT],
         )  # fmt: skip
         self.refused.add(detached(refused))  # not the whole piece's text
         with self._lock:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import polars as pl
 
-from pipeline.model import FIELDS, LOAD_ERROR, REASON, SOURCE_ROW
+from pipeline.model import FIELDS, KEPT, LOAD_ERROR, REASON, ROW_ID, SOURCE_ROW
 from pipeline.validate.parse import DATE_FIELDS
 
 if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run needs no time for it
@@ -47,6 +47,7 @@ class Rules:
     max_source_length: int = 255
     max_description_length: int = 1000
     definition_ids: frozenset[int] | None = None  # the tenant's, when known
+    id_column: str = ""  # the input's column holding each row's identity, if any
 
 
 class Check(NamedTuple):
@@ -77,7 +78,7 @@ def passing(prepared: pl.DataFrame, rules: Rules) -> pl.Series:
 
 
 def _checks(rules: Rules) -> list[Check]:
-    return [c for checks in _columns(rules).values() for c in checks] + _frame_checks()
+    return [c for checks in _columns(rules).values() for c in checks] + _frame_checks(rules)
 
 
 def _all(checks: list[Check]) -> pl.Expr:
@@ -96,7 +97,7 @@ def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     except pa.errors.SchemaErrors as exc:
         found = _reasons_from(exc.failure_cases, failing)
     return failing.join(found, on="_i", how="left").select(
-        SOURCE_ROW, *FIELDS, pl.col(REASON).fill_null("failed a rule")
+        SOURCE_ROW, *KEPT, pl.col(REASON).fill_null("failed a rule")
     )
 
 
@@ -213,7 +214,8 @@ def _columns(rules: Rules) -> dict[str, list[Check]]:
     }
 
 
-def _frame_checks() -> list[Check]:
+@cache
+def _frame_checks(rules: Rules) -> list[Check]:
     window = (
         pl.col("_validFrom").is_null()
         | pl.col("_validTo").is_null()
@@ -222,6 +224,20 @@ def _frame_checks() -> list[Check]:
     return [
         Check(window, "validTo must be after validFrom"),
         Check(pl.col(LOAD_ERROR).is_null(), MALFORMED),
+        *_id_checks(rules.id_column),
+    ]
+
+
+def _id_checks(id_column: str) -> list[Check]:
+    """With an id column, every row must have an id: it is the row's identity."""
+    if not id_column:
+        return []
+    return [
+        Check(
+            ~_blank(ROW_ID),
+            f"{id_column} (the id column) is empty: the row has no identity",
+            _no_nulls(ROW_ID) & (pl.col(ROW_ID).str.strip_chars().str.len_bytes().min() > 0),
+        )
     ]
 
 
@@ -241,7 +257,7 @@ def _schema(rules: Rules) -> pa.DataFrameSchema:
             name: pa.Column(pl.String, checks=[check(c) for c in checks], nullable=True)
             for name, checks in _columns(rules).items()
         },
-        checks=[check(c) for c in _frame_checks()],
+        checks=[check(c) for c in _frame_checks(rules)],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections import Counter
 from decimal import Decimal
@@ -38,6 +39,13 @@ def numbered_rows(n: int) -> list[dict[str, str]]:
             "description": f"row {i}",
         }
         for i in range(1, n + 1)
+    ]
+
+
+def timed(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows, each with a timeStamp of its own."""
+    return [
+        {**r, "timeStamp": f"2026-11-25T10:{i // 60:02d}:{i % 60:02d}Z"} for i, r in enumerate(rows)
     ]
 
 
@@ -131,7 +139,8 @@ def test_fixed_rejects_import_and_nothing_else_twice(simulator, run_cli, tmp_pat
 
 def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, tmp_path):
     """Rows A, B, A, C (C's amount bad): the second A is a duplicate. C fixed in the report
-    and the report imported: C lands, A does not land a second time."""
+    and the report imported: C lands, A does not land a second time: the landed-row index
+    knows it (without a timeStamp, it is held back as a twin of the first A: exit 3)."""
     sim = simulator()
     good = {"definitionId": "1", "source": "POS"}
     rows = [
@@ -151,7 +160,7 @@ def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, 
     assert again.code == 3, again.err
     assert sorted(t["description"] for t in stored(sim)) == ["A", "B", "C"]
     [kept_out] = again.rejects("fixed.rejects.csv")
-    assert kept_out["description"] == "A" and "unchanged since" in kept_out["reason"]
+    assert kept_out["description"] == "A" and "a twin landed" in kept_out["reason"]
     third = run_cli("run", "fixed.rejects.csv", sim=sim)  # and so on, report after report
     assert third.code == 3, third.err
     assert len(stored(sim)) == 3
@@ -160,11 +169,12 @@ def test_a_fed_back_rejects_report_keeps_its_duplicates_out(simulator, run_cli, 
 def test_a_fed_back_report_keeps_the_rows_of_an_unfinished_import_out(simulator, run_cli, tmp_path):
     """The first batch applied, then answered 500, with no retry left: exit 1, its rows
     reported 'outcome unknown', the rest 'not sent'. That report imported as it is (against
-    the README's advice) sends none of them, report after report: those in doubt may be in
-    Engage, and re-running the original sends the rest (the reviewer's doubled rows: fed
-    back, then resumed). A row whose reason is cleared is sent."""
+    the README's advice) sends none of them, report after report, whatever their reasons
+    say: the landed-row index holds them for the unfinished import (those in doubt may be in
+    Engage, and re-running the original sends the rest). Once it is re-run, the report
+    fed back sends nothing: every row landed."""
     sim = simulator(faults={"apply_then_fail_rate": 1.0, "apply_then_fail_mode": "500"})
-    write_csv(tmp_path / "in.csv", numbered_rows(30))
+    write_csv(tmp_path / "in.csv", timed(numbered_rows(30)))
     config = FAST_RETRY.replace("max_attempts = 30", "max_attempts = 1")
     first = run_cli("run", "in.csv", "--batch-size", "10", "--concurrency", "1", sim=sim,
                     config=config)  # fmt: skip
@@ -181,20 +191,24 @@ def test_a_fed_back_report_keeps_the_rows_of_an_unfinished_import_out(simulator,
     assert again.code == 3, again.err
     assert len(stored(sim)) == 10  # none sent
     kept = again.rejects("in.rejects.rejects.csv")
-    assert Counter(r["reason"].split(" when")[0] for r in kept) == {
+    assert Counter(r["reason"].split(":")[0] for r in kept) == {
         "outcome unknown": 10,
-        "not sent": 20,
+        "not sent yet": 20,
     }
+    import_id = hashlib.sha256((tmp_path / "in.csv").read_bytes()).hexdigest()[:16]
+    assert all(f"import {import_id}" in r["reason"] for r in kept)
+    for row in kept:
+        row["reason"] = ""  # cleared: the reason is not what keeps them out
+    write_report(tmp_path / "cleared.csv", kept)
+    cleared = run_cli("run", "cleared.csv", sim=sim)
+    assert cleared.code == 3 and len(stored(sim)) == 10, cleared.err
     resumed = run_cli("run", "in.csv", "--batch-size", "10", sim=sim)
     assert resumed.code == 0, resumed.err
     assert len(stored(sim)) == 30
     assert max(Counter(_content(t) for t in stored(sim)).values()) == 1
-    kept[1]["reason"] = " Outcome unknown (as a spreadsheet may leave it)"
-    kept[0]["reason"] = ""
-    write_report(tmp_path / "cleared.csv", kept)
-    third = run_cli("run", "cleared.csv", sim=sim)
-    assert third.code == 3, third.err
-    assert len(stored(sim)) == 31 and len(third.rejects("cleared.rejects.csv")) == 29
+    third = run_cli("run", "cleared.rejects.csv", "--summary", "third.json", sim=sim)
+    assert third.code == 0, third.err
+    assert len(stored(sim)) == 30 and third.summary("third.json")["rows_already_landed"] == 30
 
 
 def test_faults_still_store_every_valid_row_exactly_once(simulator, run_cli):

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.chunk import Batch, chunk
-from pipeline.model import FIELDS, RAW
+from pipeline.model import KEPT, RAW
 
 GUID = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
@@ -37,7 +37,8 @@ def valid_rows(n: int, **overrides: object) -> pl.DataFrame:
         data,
         schema_overrides={"definitionId": pl.Int64, "timeStamp": pl.String, "validFrom": pl.String},
     )
-    return frame.with_columns(pl.col(f).cast(pl.String).alias(RAW[f]) for f in FIELDS)
+    frame = frame.with_columns(pl.lit(None, pl.String).alias("_rowId"))
+    return frame.with_columns(pl.col(f).cast(pl.String).alias(RAW[f]) for f in KEPT)
 
 
 def keys(frame: pl.DataFrame, size: int = 1000, import_id: str = "night-1") -> list[str]:

@@ -22,6 +22,7 @@ from pipeline.journal.imports import STALE_AFTER_S
 from pipeline.journal.schema import APP, SCHEMA_VERSION, journal_error
 
 ID = "night-1"
+TENANT = "https://t.example"
 PLAN = [(1, "key-1", 3, "sha-1"), (2, "key-2", 2, "sha-2")]
 ELSEWHERE = "another-host.example"
 
@@ -49,9 +50,9 @@ def path(tmp_path: Path) -> Path:
 @pytest.fixture
 def journal(path: Path, clock: Clock) -> Iterator[Journal]:
     with Journal(path, clock=clock) as opened:
-        opened.register(ID, "in.csv", "a" * 64, {"batch_size": 3}, [3, 1, 2])
+        opened.register(ID, "in.csv", "a" * 64, {"batch_size": 3}, TENANT, [3, 1, 2])
         for seq, key, rows, sha in PLAN:
-            opened.plan_batch(ID, seq, key, rows, sha)
+            opened.plan_batches(ID, [(seq, key, rows, sha)])
         yield opened
 
 
@@ -94,7 +95,7 @@ def test_a_new_journal_names_its_app_and_schema_version(tmp_path: Path):
     Journal.open(state).close()
     meta = dict(sql(state / FILENAME, "SELECT key, value FROM meta"))
     assert meta["app"] == APP == "points-import"
-    assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert meta["schema_version"] == str(SCHEMA_VERSION) == "4"
 
 
 def test_the_journal_runs_in_wal_mode(journal: Journal, path: Path):
@@ -206,7 +207,7 @@ def test_finish_stores_the_summary_exit_code_and_error(journal: Journal):
 def test_imports_lists_every_import_and_find_misses_unknown_ones(journal: Journal, clock: Clock):
     """imports() lists registered imports in creation order; find() of another id is None."""
     clock.now += 60
-    journal.register("night-2", "b.csv", "b" * 64, {}, None)
+    journal.register("night-2", "b.csv", "b" * 64, {}, TENANT, None)
     assert [r.import_id for r in journal.imports()] == [ID, "night-2"]
     assert journal.find("night-2").definitions is None  # type: ignore[union-attr]
     assert journal.find("never") is None
@@ -371,19 +372,26 @@ def test_another_programs_sqlite_file_is_refused(path: Path):
 
 
 def test_a_journal_of_version_1_is_migrated_and_its_batches_kept(journal: Journal, path: Path):
-    """Version 1 had no count of unmatched refusals, nor the input's size: opened, the columns
-    are added (0 for the batches it holds, null for the imports), the version says 3, and a
-    settled count is kept."""
+    """Version 1 had no count of unmatched refusals, no input size, no landed-row index:
+    opened, the columns and the table are added (0 for the batches it holds, no tenant for
+    the imports), the version says 4, and a settled count is kept."""
     journal.close()
-    sql(path, "ALTER TABLE batches DROP COLUMN unmatched")
-    sql(path, "ALTER TABLE imports DROP COLUMN input_bytes")
-    sql(path, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    for statement in [
+        "DROP TABLE landed", "DROP INDEX imports_by_ref", "DROP INDEX batches_by_row",
+        *[f"ALTER TABLE imports DROP COLUMN {c}"
+          for c in ("ref", "tenant", "claimed_through", "forgotten", "input_bytes")],
+        *[f"ALTER TABLE batches DROP COLUMN {c}" for c in ("first_row", "last_row", "unmatched")],
+        "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+    ]:  # fmt: skip
+        sql(path, statement)
     with Journal(path) as again:
         assert {r.unmatched for r in again.batches(ID).values()} == {0}
         again.settle(ID, 1, "", "done", 202, [], "key-1", unmatched=2)
         assert again.batches(ID)[(1, "")].unmatched == 2
-        assert again.find(ID).input_bytes is None
-    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+        record = again.find(ID)
+        assert (record.tenant, record.claimed_through, record.forgotten) == (None, 0, False)
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    assert sql(path, "SELECT COUNT(*) FROM landed") == [(0,)]
 
 
 def test_a_journal_of_a_newer_version_is_refused(journal: Journal, path: Path):
@@ -444,10 +452,10 @@ def test_a_write_refused_by_sqlite_becomes_a_read_only_journal_error(journal: Jo
 
 
 def test_a_batch_planned_again_must_have_its_key(journal: Journal):
-    """plan_batch() of a known batch with another key: the plan changed, JournalError."""
-    journal.plan_batch(ID, 1, "key-1", 3, "sha-1")  # the same: fine
+    """plan_batches() of a known batch with another key: the plan changed, JournalError."""
+    journal.plan_batches(ID, [(1, "key-1", 3, "sha-1")])  # the same: fine
     with pytest.raises(JournalError, match="planned differently"):
-        journal.plan_batch(ID, 2, "other-key", 2, "sha-2")
+        journal.plan_batches(ID, [(2, "other-key", 2, "sha-2")])
 
 
 def test_batches_planned_together_are_all_or_nothing(journal: Journal, path: Path):

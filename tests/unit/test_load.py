@@ -50,15 +50,15 @@ def input_error(path: Path, **kwargs: object) -> str:
 
 def test_frame_has_the_api_fields_as_text_then_source_row_and_load_error(tmp_path: Path) -> None:
     """The frame's columns are FIELDS (String), sourceRow (Int64), _loadError (String) and
-    _priorReason (String: a rejects report's reason, null for other input)."""
+    _rowId (String: the id column's values, null without one)."""
     loaded = load(write(tmp_path / "in.csv", text([HEADER, ROW])))
-    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_priorReason"]
+    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_rowId"]
     assert loaded.frame.schema == pl.Schema(
         {
             **dict.fromkeys(FIELDS, pl.String),
             "sourceRow": pl.Int64,
             "_loadError": pl.String,
-            "_priorReason": pl.String,
+            "_rowId": pl.String,
         }
     )
     row = (GUID, "10", "3", None, "POS", "receipt", None, None, 1, None, None)
@@ -310,7 +310,7 @@ def test_columns_mapping_renames_other_headers_and_extras_are_ignored(tmp_path: 
     names = ["Kundnr", "Poäng", "definitionId", "source", "description", "Butik"]
     path = write(tmp_path / "in.csv", text([names, [*ROW, "Store 7"]]))
     loaded = load(path, columns={"Kundnr": "contactId", "poäng": "amount"})
-    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_priorReason"]
+    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_rowId"]
     assert loaded.frame.select(HEADER).rows() == [tuple(ROW)]
 
 
@@ -320,7 +320,24 @@ def test_rejects_report_columns_are_ignored_on_reimport(tmp_path: Path) -> None:
     row = [GUID, "10", "3", "", "POS", "receipt", "", "", "17", "validation", "bad", ""]
     loaded = load(write(tmp_path / "rejects.csv", text([names, row])))
     assert loaded.frame.select(*HEADER, "sourceRow", "_loadError").rows() == [(*ROW, 1, None)]
-    assert loaded.frame["_priorReason"].to_list() == ["bad"]  # it was a rejects report
+    assert loaded.frame["_rowId"].to_list() == [None]  # no id column named
+
+
+@pytest.mark.parametrize("named", ["txn_id", "TXN ID", "txnId"])
+def test_the_id_column_is_read_as_row_id_in_any_case_and_spacing(tmp_path: Path, named: str):
+    """[input] id_column: its values as _rowId (never a field); named in any case and spacing."""
+    path = write(tmp_path / "in.csv", text([[*HEADER, "txn_id"], [*ROW, " T-17 "]]))
+    with open_source(path) as source:
+        frame = next(read_chunks(source, id_column=named))
+    assert frame["_rowId"].to_list() == [" T-17 "]
+    assert frame.select(HEADER).rows() == [tuple(ROW)]
+
+
+def test_an_id_column_the_input_lacks_is_an_input_error(tmp_path: Path):
+    """Named but not there: exit 2 before anything is read, naming the setting."""
+    path = write(tmp_path / "in.csv", text([HEADER, ROW]))
+    with open_source(path) as source, pytest.raises(InputError, match="no id column 'txn_id'"):
+        next(read_chunks(source, id_column="txn_id"))
 
 
 def test_empty_values_are_null_whether_quoted_or_not(tmp_path: Path) -> None:
@@ -397,7 +414,7 @@ def test_header_only_file_is_an_empty_frame(tmp_path: Path, data: str) -> None:
     """A header with no rows (a quiet night) loads as 0 rows with every column."""
     loaded = load(write(tmp_path / "in.csv", data))
     assert loaded.frame.height == 0
-    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_priorReason"]
+    assert loaded.frame.columns == [*FIELDS, "sourceRow", "_loadError", "_rowId"]
 
 
 def test_ten_megabyte_field_loads(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.errors import ReportError
 from pipeline.load import load
-from pipeline.model import FIELDS, RAW
+from pipeline.model import FIELDS, KEPT, RAW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger
 from pipeline.report import REJECT_COLUMNS, STAGES, Rejects, points, write_rejects
 from pipeline.spool import PREFIX, Spool
@@ -38,7 +38,7 @@ def invalid(rows: list[int]) -> pl.DataFrame:
 
 def refused(rows: list[tuple[int, str]]) -> pl.DataFrame:
     return pl.DataFrame(
-        [(r, stage, "why", "k1", *(["2"] * len(FIELDS))) for r, stage in rows],
+        [(r, stage, "why", "k1", *(["2"] * len(FIELDS)), None) for r, stage in rows],
         schema=REFUSED_SCHEMA, orient="row",
     )  # fmt: skip
 
@@ -158,7 +158,7 @@ def test_points_are_summed_exactly_per_definition():
     ledger = Ledger()
     rows = pl.DataFrame({"sourceRow": [1, 2, 3], "amount": ["0.1", "0.2", "5"],
                          "definitionId": [1, 1, 2]}).with_columns(
-        *[pl.lit(None, pl.String).alias(RAW[f]) for f in FIELDS])  # fmt: skip
+        *[pl.lit(None, pl.String).alias(RAW[f]) for f in KEPT])  # fmt: skip
     ledger.settle(rows, "k", None, None)
     assert ledger.points == {1: Decimal("0.3"), 2: Decimal("5")}
     assert points(ledger.points) == {"1": 0.3, "2": 5}

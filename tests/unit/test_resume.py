@@ -120,9 +120,11 @@ def journal(tmp_path: Path, clock: Clock) -> Iterator[Journal]:
 def planned(journal: Journal, frame: pl.DataFrame, size: int) -> list[Batch]:
     """Chunk ``frame`` and register the plan, as the runner does."""
     batches = list(chunk(frame, size, ID))
-    journal.register(ID, "in.csv", "f" * 64, {"batch_size": size})
+    journal.register(ID, "in.csv", "f" * 64, {"batch_size": size}, "https://t.example")
     for b in batches:
-        journal.plan_batch(ID, b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest())
+        journal.plan_batches(
+            ID, [(b.seq, b.key, b.rows.height, hashlib.sha256(b.body).hexdigest())]
+        )
     return batches
 
 
