@@ -16,11 +16,12 @@ from tempfile import TemporaryDirectory
 import benchmarks
 from benchmarks import generate, report, runs
 from benchmarks.journal import journal_cost
+from benchmarks.landed import landed_planning
 from benchmarks.measure import Limits
 from benchmarks.runs import Measurement, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-KINDS = ("floor", "validate", "dry-run", "journal", "run", "baseline", "simulator")
+KINDS = ("floor", "validate", "dry-run", "journal", "landed", "run", "baseline", "simulator")
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 QUICK_SIZES = (100_000, 1_000_000)
 _started = time.monotonic()
@@ -42,6 +43,9 @@ def parse(arguments: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--e2e-size", type=int, default=1_000_000, help="rows, end-to-end runs")
     parser.add_argument("--rates", type=_sizes, default=(50, 200), help="--max-rps values")
     parser.add_argument("--baseline-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--landed-rows", type=int, default=10_000_000, help="rows landed before, for 'landed'"
+    )
     parser.add_argument("--latency-ms", type=float, default=50.0, help="simulator latency")
     parser.add_argument(
         "--sim-rate-limit", type=float, default=200.0, help="simulator's 429 limit (0: none)"
@@ -103,7 +107,7 @@ def _inputs(options: argparse.Namespace) -> dict[int, Path]:
 
 
 def _needs_e2e_file(options: argparse.Namespace) -> bool:
-    return bool({"run", "baseline"} & set(options.only))
+    return bool({"run", "baseline", "landed"} & set(options.only))
 
 
 def _read_through(path: Path) -> None:
@@ -169,13 +173,24 @@ def _with_simulator(
     if path is None:
         return [capacity]
     label, latency = generate.label(rows), f"{options.latency_ms:g} ms latency"
-    steps = [
+    landed = [
         Step(
-            "run",
-            f"run at {rps} req/s, {latency}, {label} rows",
-            partial(runs.end_to_end, path, rows, rps, settings),
+            "landed",
+            f"planning {label} rows, {before:,} landed before",
+            partial(landed_planning, path, rows, before, settings),
         )
-        for rps in options.rates
+        for before in (0, options.landed_rows)
+    ]
+    steps = [
+        *landed,
+        *(
+            Step(
+                "run",
+                f"run at {rps} req/s, {latency}, {label} rows",
+                partial(runs.end_to_end, path, rows, rps, settings),
+            )
+            for rps in options.rates
+        ),
     ]
     first = options.baseline_rows
     what = f"sequential baseline, {latency}, first {first:,} rows of the {label} file"

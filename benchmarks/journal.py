@@ -32,7 +32,8 @@ def journal_cost(rows: int, settings: Settings) -> Measurement:
 
 
 def _import(journal: Journal, batches: int) -> None:
-    journal.register("bench", "in.csv", "0" * 64, {"batch_size": BATCH}, "https://t.example", [1, 2, 3])
+    tenant = "https://t.example"
+    journal.register("bench", "in.csv", "0" * 64, {"batch_size": BATCH}, tenant, [1, 2, 3])
     journal.acquire("bench")
     keys = {seq: hashlib.sha256(str(seq).encode()).hexdigest() for seq in range(1, batches + 1)}
     for first in range(1, batches + 1, PIECE):  # a piece's batches are recorded together

@@ -55,7 +55,26 @@ def goals(measurements: Sequence[Measurement], sizes: Sequence[int]) -> list[Goa
         *_dry_run_goals(find, big, small),
         *_journal_goals(find, sizes),
         *_end_to_end_goals(find),
+        *_landed_goals(find),
     ]
+
+
+def _landed_goals(find: _Find) -> list[Goal]:
+    """Planning against many landed rows, beside an empty journal; claiming, beside a run."""
+    landed = [m for m in find.all_of_prefix("landed") if m.extra.get("landed")]
+    empty = next((m for m in find.all_of_prefix("landed") if m.extra.get("landed") == 0), None)
+    listed = []
+    for measured in landed:
+        at = (measured.key, measured.size)
+        ratio = _ratio(_seconds(measured), _seconds(empty))
+        listed.append(Goal(at, "planning ÷ empty journal's", ratio, 1.2, "times", False))
+        listed.append(Goal(at, "peak RSS", _rss(measured), GIB_MIB, "MiB", False))
+    run = find("run-200", None)
+    if empty is not None and run is not None:
+        share = _ratio(empty.extra.get("claim_seconds"), _seconds(run))
+        at = (empty.key, empty.size)
+        listed.append(Goal(at, "claiming ÷ run at 200/s", share, 0.05, "%", False))
+    return listed
 
 
 def _journal_goals(find: _Find, sizes: Sequence[int]) -> list[Goal]:

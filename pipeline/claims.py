@@ -11,8 +11,8 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.journal import Journal
-from pipeline.journal.landed import Claimed, Found
-from pipeline.model import IDENTITY, SOURCE_ROW
+from pipeline.journal.landed import HOLDERS, Claimed, Found
+from pipeline.model import IDENTITY, REASON, SOURCE_ROW
 from pipeline.validate.landed import Sorted, Sorting, sort_out
 
 
@@ -24,25 +24,28 @@ class Claims:
         """``valid`` (a piece, in input order) sorted into free rows (now claimed by this
         import), rows that landed before and rows held back."""
         if valid.is_empty():
-            return sort_out(valid, [], [], self.how)
+            return sort_out(valid, pl.DataFrame(schema=HOLDERS), [], self.how)
         sorted_: list[Sorted] = []
-        rows = (int(valid[SOURCE_ROW].min()), int(valid[SOURCE_ROW].max()))  # type: ignore[arg-type]
-        identities = valid[IDENTITY].reinterpret(signed=True).to_list()
+        rows = valid.select(pl.col(SOURCE_ROW).min().alias("first"), pl.col(SOURCE_ROW).max()).row(
+            0
+        )
 
         def decide(found: Found) -> Claimed:
             sorted_.append(sort_out(valid, found.holders, found.held_before, self.how))
             return self._claimed(sorted_[0])
 
+        identities = valid[IDENTITY].reinterpret(signed=True)
         self.journal.claim(self.how.import_id, identities, rows, decide, self.write)
         return sorted_[0]
 
     def _claimed(self, sorted_: Sorted) -> Claimed:
         """What is new to record: the rows not sorted before."""
         after = pl.col(SOURCE_ROW) > self.how.claimed_through
-        free = sorted_.free.filter(after)
         held = sorted_.held.filter(after)
-        ids = free[IDENTITY].reinterpret(signed=True).to_list()
         return Claimed(
-            rows=list(zip(ids, free[SOURCE_ROW].to_list(), strict=True)),
-            held=list(zip(held[SOURCE_ROW].to_list(), held["reason"].to_list(), strict=True)),
+            rows=sorted_.free.filter(after).select(
+                pl.col(IDENTITY).reinterpret(signed=True).alias("identity"),
+                pl.col(SOURCE_ROW).alias("source_row"),
+            ),
+            held=list(zip(held[SOURCE_ROW].to_list(), held[REASON].to_list(), strict=True)),
         )

@@ -74,8 +74,9 @@ MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-
     2: "ALTER TABLE batches ADD COLUMN unmatched INTEGER NOT NULL DEFAULT 0",
     # the bytes of the input imported: a file that grew since is known by them (a prefix)
     3: "ALTER TABLE imports ADD COLUMN input_bytes INTEGER",
-    # the landed-row index: each row an import claimed, by its identity, for every import of
-    # the same tenant to consult; a batch's first and last row say which batch holds a row
+    # the landed-row index: the rows an import claimed (a piece's identities and source rows
+    # a record), for every import of the same tenant to consult; a batch's first and last
+    # row say which batch holds a row
     4: """
         ALTER TABLE imports ADD COLUMN ref INTEGER;
         UPDATE imports SET ref = rowid;
@@ -85,12 +86,21 @@ MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-
         ALTER TABLE batches ADD COLUMN first_row INTEGER;
         ALTER TABLE batches ADD COLUMN last_row INTEGER;
         CREATE UNIQUE INDEX imports_by_ref ON imports (ref);
-        CREATE TABLE landed (
-            identity INTEGER NOT NULL,
+        CREATE TABLE claims (
+            id INTEGER PRIMARY KEY,
             import_ref INTEGER NOT NULL,
-            source_row INTEGER NOT NULL,
-            PRIMARY KEY (identity, import_ref, source_row)
-        ) WITHOUT ROWID
+            first_row INTEGER NOT NULL,
+            last_row INTEGER NOT NULL,
+            rows BLOB NOT NULL
+        );
+        CREATE INDEX claims_by_import ON claims (import_ref);
+        CREATE TABLE landed_index (
+            tenant TEXT NOT NULL,
+            chunk INTEGER NOT NULL,
+            through_claim INTEGER NOT NULL,
+            ids BLOB NOT NULL,
+            PRIMARY KEY (tenant, chunk)
+        )
     """,
 }
 INDEXES = (  # what runs look up; an index changes nothing an older version reads

@@ -38,7 +38,7 @@ TWIN = (
 )
 LANDED_BEFORE = "an earlier import"  # a landed row whose holder was forgotten since
 RANK = {"landed": 0, "in_doubt": 1, "unsent": 2}  # which holder a row is told about
-HOLDERS = {IDENTITY: pl.Int64, "_by": pl.String, "_at": pl.Int64, "_state": pl.String}
+HOLDERS = {"identity": "_id", "import_id": "_by", "source_row": "_at", "state": "_state"}
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,17 @@ class Sorting:
 
 def sort_out(
     valid: pl.DataFrame,
-    holders: list[tuple[int, str, int, str]],
+    holders: pl.DataFrame,
     held_before: list[tuple[int, str]],
     how: Sorting,
 ) -> Sorted:
-    """``valid`` (with ``_identity``) sorted by its rows' holders (identity, import id, source
-    row, state) and the rows this import held back before (source row, reason)."""
-    found = pl.DataFrame(holders, schema=HOLDERS, orient="row")
+    """``valid`` (with ``_identity``) sorted by its rows' holders (identity as Int64, import_id,
+    source_row, state) and the rows this import held back before (source row, reason)."""
+    if holders.is_empty() and not held_before and not how.claimed_through:
+        none = valid.clear()
+        return Sorted(valid, pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "_by": pl.String}),
+                      none.with_columns(pl.lit(None, pl.String).alias(REASON)))  # fmt: skip
+    found = holders.select(pl.col(name).alias(alias) for name, alias in HOLDERS.items())
     rows = valid.with_columns(
         pl.col(IDENTITY).reinterpret(signed=True).alias("_id"),
         untimed(how.id_column).alias("_untimed"),
@@ -94,7 +98,7 @@ def _with_holder(rows: pl.DataFrame, found: pl.DataFrame, me: str) -> pl.DataFra
     others that tells most (landed, else in doubt, else unsent; refused ones hold nothing)."""
     mine = (
         found.filter(pl.col("_by") == me)
-        .select(pl.col(IDENTITY).alias("_id"), pl.col("_at").alias(SOURCE_ROW))
+        .select("_id", pl.col("_at").alias(SOURCE_ROW))
         .unique()
         .with_columns(pl.lit(True).alias("_mine"))
     )
@@ -102,8 +106,8 @@ def _with_holder(rows: pl.DataFrame, found: pl.DataFrame, me: str) -> pl.DataFra
         found.filter((pl.col("_by") != me) & (pl.col("_state") != "refused"))
         .with_columns(pl.col("_state").replace_strict(RANK, return_dtype=pl.Int8).alias("_rank"))
         .sort("_rank", "_by", "_at")
-        .unique(IDENTITY, keep="first", maintain_order=True)
-        .select(pl.col(IDENTITY).alias("_id"), "_by", "_at", "_state")
+        .unique("_id", keep="first", maintain_order=True)
+        .select("_id", "_by", "_at", "_state")
     )
     rows = rows.join(mine, on=["_id", SOURCE_ROW], how="left")
     return rows.join(others, on="_id", how="left").with_columns(pl.col("_mine").fill_null(False))

@@ -377,7 +377,8 @@ def test_a_journal_of_version_1_is_migrated_and_its_batches_kept(journal: Journa
     the imports), the version says 4, and a settled count is kept."""
     journal.close()
     for statement in [
-        "DROP TABLE landed", "DROP INDEX imports_by_ref", "DROP INDEX batches_by_row",
+        "DROP TABLE claims", "DROP TABLE landed_index", "DROP INDEX imports_by_ref",
+        "DROP INDEX batches_by_row",
         *[f"ALTER TABLE imports DROP COLUMN {c}"
           for c in ("ref", "tenant", "claimed_through", "forgotten", "input_bytes")],
         *[f"ALTER TABLE batches DROP COLUMN {c}" for c in ("first_row", "last_row", "unmatched")],
@@ -391,7 +392,7 @@ def test_a_journal_of_version_1_is_migrated_and_its_batches_kept(journal: Journa
         record = again.find(ID)
         assert (record.tenant, record.claimed_through, record.forgotten) == (None, 0, False)
     assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
-    assert sql(path, "SELECT COUNT(*) FROM landed") == [(0,)]
+    assert sql(path, "SELECT COUNT(*) FROM claims") == [(0,)]
 
 
 def test_a_journal_of_a_newer_version_is_refused(journal: Journal, path: Path):

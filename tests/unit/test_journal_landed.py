@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from pipeline.journal import Journal
-from pipeline.journal.landed import Claimed, Found
+from pipeline.journal.landed import CLAIMED, Claimed, Found
 
 TENANT = "https://t.example"
 
@@ -24,23 +25,32 @@ def register(journal: Journal, import_id: str, tenant: str = TENANT) -> None:
     journal.register(import_id, f"{import_id}.csv", "0" * 64, {}, tenant)
 
 
-def claim_all(journal: Journal, import_id: str, rows: dict[int, int]) -> Found:
-    """Claim ``rows`` (source row -> identity) for ``import_id``; what it found before."""
+def ids(*identities: int) -> pl.Series:
+    return pl.Series(identities, dtype=pl.Int64)
+
+
+def claimed(pairs: list[tuple[int, int]], held: list[tuple[int, str]] | None = None) -> Claimed:
+    """Claims of (identity, source row), and rows held back."""
+    return Claimed(pl.DataFrame(pairs, schema=CLAIMED, orient="row"), held or [])
+
+
+def claim_all(journal: Journal, import_id: str, rows: dict[int, int]) -> None:
+    """Claim ``rows`` (source row -> identity) for ``import_id``."""
+    pairs = [(identity, row) for row, identity in rows.items()]
+    journal.claim(import_id, ids(*rows.values()), (min(rows), max(rows)), lambda f: claimed(pairs))
+
+
+def look(journal: Journal, import_id: str, *identities: int) -> Found:
+    """What ``import_id`` finds of ``identities``, claiming nothing."""
     seen: list[Found] = []
-
-    def decide(found: Found) -> Claimed:
-        seen.append(found)
-        return Claimed(rows=[(identity, row) for row, identity in rows.items()])
-
-    journal.claim(import_id, list(rows.values()), (min(rows), max(rows)), decide)
+    journal.claim(
+        import_id, ids(*identities), (1, 1), lambda f: seen.append(f) or claimed([]), False
+    )
     return seen[0]
 
 
 def holders(journal: Journal, import_id: str, *identities: int) -> set[tuple]:
-    """What ``import_id`` finds of ``identities``, claiming nothing."""
-    seen: list[Found] = []
-    journal.claim(import_id, list(identities), (1, 1), lambda f: seen.append(f) or Claimed(), False)
-    return set(seen[0].holders)
+    return set(look(journal, import_id, *identities).holders.rows())
 
 
 def test_a_claimed_row_is_unsent_then_in_doubt_then_landed_or_refused(journal: Journal):
@@ -91,14 +101,12 @@ def test_another_tenants_rows_are_not_seen(journal: Journal):
 def test_held_rows_are_kept_with_their_reason_and_counted(journal: Journal):
     register(journal, "b")
 
-    def decide(found: Found) -> Claimed:
-        return Claimed(rows=[(102, 2)], held=[(1, "outcome unknown: …")])
-
-    journal.claim("b", [101, 102], (1, 2), decide)
+    decided = claimed([(102, 2)], [(1, "outcome unknown: …")])
+    journal.claim("b", ids(101, 102), (1, 2), lambda found: decided)
     assert journal.held_count("b") == 1
     assert journal.refused_count("b") == 0  # held back is not refused by Engage
     seen: list[Found] = []
-    journal.claim("b", [101], (1, 2), lambda f: seen.append(f) or Claimed(), False)
+    journal.claim("b", ids(101), (1, 2), lambda f: seen.append(f) or claimed([]), False)
     assert seen[0].held_before == [(1, "outcome unknown: …")]
     assert journal.find("b").claimed_through == 2
 
@@ -118,8 +126,9 @@ def test_a_finished_import_is_forgotten_after_remember_days(tmp_path: Path):
         assert journal.forget(5) == ["old"]
         assert journal.forget(5) == []
         assert journal.find("old").forgotten
-        found = {h[1] for h in holders(journal, "new", *ids.values())}
-        assert found == {"open", "new"}
+    with Journal(tmp_path / "journal.sqlite") as later:  # a later run
+        found = {h[1] for h in holders(later, "new", *ids.values())}
+    assert found == {"open", "new"}
 
 
 def test_two_imports_claiming_the_same_rows_at_once_never_both_get_them(tmp_path: Path):
@@ -129,7 +138,7 @@ def test_two_imports_claiming_the_same_rows_at_once_never_both_get_them(tmp_path
     with Journal(path) as setup:
         register(setup, "a")
         register(setup, "b")
-    claimed: dict[str, list[int]] = {}
+    won: dict[str, list[int]] = {}
     start = threading.Barrier(2)
 
     def race(import_id: str) -> None:
@@ -138,18 +147,53 @@ def test_two_imports_claiming_the_same_rows_at_once_never_both_get_them(tmp_path
             for identity in range(1, 201):
 
                 def decide(found: Found, identity: int = identity) -> Claimed:
-                    if any(h[1] != import_id for h in found.holders):
-                        return Claimed()
-                    claimed.setdefault(import_id, []).append(identity)
-                    return Claimed(rows=[(identity, identity)])
+                    if (found.holders["import_id"] != import_id).any():
+                        return claimed([])
+                    won.setdefault(import_id, []).append(identity)
+                    return claimed([(identity, identity)])
 
-                journal.claim(import_id, [identity], (identity, identity), decide)
+                journal.claim(import_id, ids(identity), (identity, identity), decide)
 
     threads = [threading.Thread(target=race, args=(name,)) for name in ("a", "b")]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    a, b = set(claimed.get("a", [])), set(claimed.get("b", []))
+    a, b = set(won.get("a", [])), set(won.get("b", []))
     assert not a & b
     assert a | b == set(range(1, 201))
+
+
+def test_claims_merged_into_the_stored_index_are_found_by_later_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Past COMPACT_AT rows, a claiming run stores the merged, sorted index; a later run
+    reads it (and the claims after it) and finds every row, but a forgotten import's."""
+    monkeypatch.setattr("pipeline.journal.landed.COMPACT_AT", 5)
+    path = tmp_path / "journal.sqlite"
+    clock = [1_800_000_000.0]
+    with Journal(path, clock=lambda: clock[0]) as journal:
+        for name, first in (("a", 1), ("b", 101)):
+            register(journal, name)
+            for piece in range(4):  # 3 rows a piece
+                start = first + 3 * piece
+                claim_all(journal, name, {row: 1000 + row for row in range(start, start + 3)})
+        journal.finish("a", {}, 0, "finished")
+        assert sql_count(path, "landed_index") >= 1
+        clock[0] += 100 * 86400
+        register(journal, "c")
+        claim_all(journal, "c", {1: 5000})
+        assert journal.forget(30) == ["a"]
+        claim_all(journal, "c", {row: 6000 + row for row in range(2, 8)})  # compacts again
+    wanted = [1000 + r for r in (1, 12, 101, 112)] + [5000, 6007]
+    with Journal(path) as later:
+        register(later, "d")
+        found = {(h[1], h[2]) for h in holders(later, "d", *wanted)}
+    assert found == {("b", 101), ("b", 112), ("c", 1), ("c", 7)}
+
+
+def sql_count(path: Path, table: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipeline.journal.landed import HOLDERS
 from pipeline.model import IDENTITY, REASON, SOURCE_ROW
 from pipeline.validate.landed import Sorting, sort_out
 
@@ -27,7 +28,8 @@ TIMED = "2026-11-25T10:00:00+00:00"
 
 
 def sort(rows, holders=(), held=(), **how):
-    return sort_out(rows, list(holders), list(held), Sorting(ME, **how))
+    found = pl.DataFrame(list(holders), schema=HOLDERS, orient="row")
+    return sort_out(rows, found, list(held), Sorting(ME, **how))
 
 
 def test_rows_no_other_import_holds_are_free():
