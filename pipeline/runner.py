@@ -220,15 +220,17 @@ def _journaled(
     if forgotten:
         log.info("rows of old imports forgotten", imports=forgotten,
                  remember_days=settings.config.journal.remember_days)  # fmt: skip
+    forced = False
     if record is not None and record.status == FINISHED:
         if not settings.force:
             return _replayed(settings, plan, record, journal, started, clock)
         plan, record = _forced(settings, plan, journal), None
+        forced = True
     if record is None:
         _register(journal, plan, settings, client.base_url)
     journal.acquire(plan.import_id)
     try:
-        plan.sort = _claims(settings, plan, record, journal).sort
+        plan.sort = _claims(settings, plan, record, journal, forced=forced).sort
         journal.set_status(plan.import_id, "running")
         posted = post(_recorded(journal, plan), client, should_stop,
                       _JournalRecorder(journal, plan.import_id),
@@ -253,6 +255,7 @@ def _claims(
     record: ImportRecord | None,
     journal: Journal,
     write: bool = True,
+    forced: bool = False,
 ) -> Claims:
     """How the import's rows are sorted against the landed rows (and claimed, ``write``)."""
     how = Sorting(
@@ -260,7 +263,7 @@ def _claims(
         claimed_through=record.claimed_through if record else 0,
         id_column=settings.config.input.id_column,
         allow_twins=settings.config.validation.allow_twins,
-        force=settings.force,
+        force=forced,  # a finished import sent again: every row is sent, whoever holds it
     )
     return Claims(journal, how, write)
 

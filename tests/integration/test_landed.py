@@ -194,3 +194,23 @@ def test_a_crash_in_flight_then_another_file_sends_nothing_twice(killable, run_c
     assert fed.code == 0, fed.err
     counts = held(sim)
     assert sum(counts.values()) == 320 and max(counts.values()) == 1
+
+
+def test_status_and_runs_show_rows_landed_before_and_held_back(simulator, run_cli, tmp_path):
+    """The second import of the same rows: runs lists how many had landed before and how many
+    it held back; status says where they landed."""
+    sim = simulator()
+    write_csv(tmp_path / "one.csv", rows(1, 30))
+    assert run(run_cli, sim, "one.csv").code == 0
+    bonus = [{k: v for k, v in r.items() if k != "timeStamp"} for r in rows(100, 104)]
+    write_csv(tmp_path / "two.csv", rows(1, 20) + bonus)
+    write_csv(tmp_path / "bonus.csv", bonus)
+    assert run(run_cli, sim, "bonus.csv").code == 0
+    two = run(run_cli, sim, "two.csv")
+    assert (two.code, two.landed) == (3, 20), two.err
+    listing = run_cli("runs").err.splitlines()
+    assert listing[0].split()[5:7] == ["landed", "held"]
+    counts = sorted(line.split()[5:7] for line in listing[1:])
+    assert counts == [["0", "0"], ["0", "0"], ["20", "5"]]
+    status = run_cli("status").err
+    assert "5 held back" in status and "20 had landed before (not sent)" in status

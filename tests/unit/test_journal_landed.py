@@ -197,3 +197,23 @@ def sql_count(path: Path, table: str) -> int:
 
     with sqlite3.connect(path) as db:
         return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def test_every_holder_of_an_identity_is_found_in_the_stored_index_and_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A row Engage refused for one import and another import claimed again: both holders,
+    whether their claims are in the stored (compacted) index or recorded after it."""
+    monkeypatch.setattr("pipeline.journal.landed.COMPACT_AT", 2)
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        for name in ("a", "b", "c"):
+            register(journal, name)
+        claim_all(journal, "a", {1: 7, 2: 8})  # compacted: in the stored index
+        journal.plan_batches("a", [(1, "k1", 2, "s1", 1, 2)])
+        journal.settle("a", 1, "", "done", 202, [(1, "server", "no such contact")], "k1")
+        claim_all(journal, "b", {5: 7})  # after it
+    with Journal(path) as later:
+        assert holders(later, "c", 7, 8) == {
+            (7, "a", 1, "refused"), (8, "a", 2, "landed"), (7, "b", 5, "unsent")
+        }  # fmt: skip
