@@ -17,5 +17,6 @@ that child):
 
 It prints one table with the issue's goals next to the values they are about, and writes the
 same as JSON to ``benchmarks/results/latest.json``. Options: ``--quick`` (100k and 1M rows),
-``--sizes``, ``--only floor,validate,dry-run,journal,landed,run,baseline,simulator``, ``--help`` for the rest.
+``--sizes``, ``--only floor,validate,dry-run,journal,landed,run,baseline,simulator``,
+``--help`` for the rest.
 """
