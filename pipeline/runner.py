@@ -228,6 +228,8 @@ def _journaled(
         forced = True
     if record is None:
         _register(journal, plan, settings, client.base_url)
+    elif record.tenant is None:
+        journal.set_tenant(plan.import_id, client.base_url)
     journal.acquire(plan.import_id)
     try:
         plan.sort = _claims(settings, plan, record, journal, forced=forced).sort

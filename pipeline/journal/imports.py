@@ -87,6 +87,12 @@ class Imports(Store):
             db.execute("UPDATE imports SET definitions = ? WHERE import_id = ?",
                        (dump(sorted(definitions)), import_id))  # fmt: skip
 
+    def set_tenant(self, import_id: str, tenant: str) -> None:
+        """The tenant of an import an older version started (it has none): its rows count."""
+        with self._write() as db:
+            db.execute("UPDATE imports SET tenant = COALESCE(tenant, ?) WHERE import_id = ?",
+                       (tenant, import_id))  # fmt: skip
+
     def set_status(self, import_id: str, status: str, error: str | None = None) -> None:
         with self._write() as db:
             db.execute(

@@ -4,7 +4,8 @@ A row is claimed, before it is sent, by the import that will send it (``claim``:
 and the claim are one transaction, so two imports at once never both claim a row). A piece's
 claims are one record (its rows' identities and source rows, as an Arrow blob): recording a
 million rows costs a few writes, not a million. A run reads the tenant's claims once into
-memory (12 bytes a row), then only those added since, and looks a piece up in one scan.
+memory (12 bytes a row), then only those added since, and looks a piece up through a bit
+filter and binary search (``Index``).
 
 What became of a claimed row is not written again per row: it is its batch's state (planned,
 sending, done) less the rows Engage refused, which the journal keeps anyway. So a holder of
@@ -33,8 +34,9 @@ from pipeline.journal.store import Store
 
 ID, ROW, CLAIM = "identity", "source_row", "claim"
 INDEX = {ID: pl.Int64, CLAIM: pl.Int32}
-COMPACT_AT = 2_000_000  # claimed rows read since the base was stored: merge them into it
-CHUNK = 1 << 20  # rows a record of the stored base holds
+COMPACT_AT = 2_000_000  # claimed rows not in a stored run: stored as a run of their own
+CHUNK = 1 << 20  # rows a record of a stored run holds
+MAX_RUNS = 8  # stored runs before they are merged into one
 FILTER_BITS = 28  # a bit per 2^36 identities (32 MiB): at 10M rows, 1 new row in 27 is searched
 HOLDERS = {ID: pl.Int64, "import_id": pl.String, ROW: pl.Int64, "state": pl.String}
 CLAIMED = {ID: pl.Int64, ROW: pl.Int64}
@@ -74,6 +76,20 @@ class Landed(Store):
         """Look up ``identities`` (Int64, of the import's rows ``rows``: first and last), let
         ``decide`` sort them, and record what it claims and holds back, in one transaction
         (``write``; else only look)."""
+        try:
+            self._claim(import_id, identities, rows, decide, write)
+        except BaseException:  # rolled back: what the index in memory took in may not be so
+            self._held_index = None
+            raise
+
+    def _claim(
+        self,
+        import_id: str,
+        identities: pl.Series,
+        rows: tuple[int, int],
+        decide: Callable[[Found], Claimed],
+        write: bool,
+    ) -> None:
         with self._write() if write else self._reading() as db:
             ref, tenant = db.execute(
                 "SELECT ref, tenant FROM imports WHERE import_id = ?", (import_id,)
@@ -164,25 +180,26 @@ class Landed(Store):
 
 
 class Index:
-    """A tenant's claimed identities, each with its claim: a sorted base, stored compacted in
-    the journal (a few large records: quick to read), and the claims recorded since (read
-    from their own records). When those grow large, a claiming run merges them into the base
-    (dropping forgotten claims). A piece is looked up by binary search, not a scan, and only
-    for the identities a bit filter in front of it may hold."""
+    """A tenant's claimed identities, each with its claim: sorted runs stored in the journal
+    (a few large records each: quick to read), and the claims recorded since (read from their
+    own records). When those grow large, a claiming run stores them as a run of their own;
+    past MAX_RUNS runs, all are merged into one (forgotten claims dropped). A piece is looked
+    up by binary search in each run, and only for the identities a bit filter in front of
+    them may hold."""
 
-    def __init__(self, tenant: str | None, base: pl.DataFrame, through: int) -> None:
-        self.tenant, self.base, self.through = tenant, base, through
+    def __init__(self, tenant: str | None, runs: dict[int, pl.DataFrame], through: int) -> None:
+        self.tenant, self.runs, self.through = tenant, runs, through
         self.recent = pl.DataFrame(schema=INDEX)
         self.read_through = through
         self.mine: dict[int, bytes] = {}  # claims ``ref`` recorded here: not looked up, kept
         self.mine_rows = 0
         self.ref, self.through_row = 0, 0  # the import looking up, the last row it claimed
-        self.fresh = True  # nothing read since the base: every claim after it is wanted
+        self.fresh = True  # nothing read since the runs: every claim after them is wanted
         self.bits: pl.Series | None = None  # a bit per slot of identities held; made when needed
 
     def own(self, claim: int, blob: bytes, rows: int, through_row: int) -> None:
         """A claim the import looking up recorded: its own later pieces need not find it (the
-        plan's duplicate check sees to them), so it is only kept for the next compaction,
+        plan's duplicate check sees to them), so it is only kept for the next run stored,
         or for another import's look-up."""
         self.mine[claim] = blob
         self.mine_rows += rows
@@ -190,17 +207,22 @@ class Index:
 
     @property
     def unmerged(self) -> int:
-        """Rows not in the stored base."""
+        """Rows not in a stored run."""
         return self.recent.height + self.mine_rows
 
     @classmethod
     def read(cls, db: sqlite3.Connection, tenant: str | None) -> Index:
         found = db.execute(
-            "SELECT through_claim, ids FROM landed_index WHERE tenant = ? ORDER BY chunk",
+            "SELECT run, through_claim, ids FROM landed_index WHERE tenant = ? ORDER BY run, part",
             (tenant,),
         ).fetchall()
-        base = _concat([_rows(r[1]) for r in found]).rechunk()
-        return cls(tenant, base.with_columns(pl.col(ID).set_sorted()), found[0][0] if found else 0)
+        parts: dict[int, list[pl.DataFrame]] = {}
+        for run, _, blob in found:
+            parts.setdefault(run, []).append(_rows(blob))
+        runs = {
+            n: _concat(p).rechunk().with_columns(pl.col(ID).set_sorted()) for n, p in parts.items()
+        }
+        return cls(tenant, runs, max((r[1] for r in found), default=0))
 
     def refresh(self, db: sqlite3.Connection, ref: int, first: int) -> None:
         """Add the claims recorded since it was last read, for import ``ref`` to look up its
@@ -216,8 +238,7 @@ class Index:
             (self.read_through, self.tenant, mine),
         ).fetchall()
         self.fresh = False
-        others = [(n, blob) for n, blob in new if n not in self.mine]
-        self._add(_claims(others))
+        self._add(_claims([(n, blob) for n, blob in new if n not in self.mine]))
         # past the claims read and its own (any other process's later claim comes after both)
         self.read_through = max([self.read_through, *(n for n, _ in new), *self.mine])
 
@@ -230,32 +251,39 @@ class Index:
 
     def claims_of(self, identities: pl.Series) -> list[int]:
         """The claims holding any of ``identities``."""
+        parts = [*self.runs.values(), self.recent]
         if self.bits is None:
             self.bits = pl.repeat(False, 1 << FILTER_BITS, eager=True)
-            for part in (self.base, self.recent):
+            for part in parts:
                 self.bits.scatter(_slots(part[ID]), True)
         probes = identities.unique().sort()
         probes = probes.filter(self.bits.gather(_slots(probes)))
-        return sorted({c for part in (self.base, self.recent) for c in _matches(part, probes)})
+        return sorted({c for part in parts for c in _matches(part, probes)})
 
     def compact(self, db: sqlite3.Connection) -> None:
-        """Merge the recent claims into the base and store it, without forgotten claims; in
-        the caller's write transaction."""
-        live = db.execute(
-            "SELECT c.id FROM claims c JOIN imports i ON i.ref = c.import_ref WHERE i.tenant = ?",
-            (self.tenant,),
-        ).fetchall()
-        kept = pl.col(CLAIM).is_in(pl.Series([r[0] for r in live], dtype=pl.Int32).implode())
-        merged = pl.concat([self.base, self.recent, *_claims(list(self.mine.items()))])
-        self.base = merged.filter(kept).sort(ID)
+        """Store the claims since the stored runs as a run of their own; past MAX_RUNS, merge
+        every run into one, without forgotten claims. In the caller's write transaction."""
+        new = _concat([self.recent, *_claims(list(self.mine.items()))]).sort(ID)
         self.recent, self.through = pl.DataFrame(schema=INDEX), self.read_through
         self.mine.clear()
         self.mine_rows = 0
-        db.execute("DELETE FROM landed_index WHERE tenant = ?", (self.tenant,))
+        number = max(self.runs, default=-1) + 1
+        if len(self.runs) >= MAX_RUNS:
+            live = db.execute(
+                "SELECT c.id FROM claims c JOIN imports i ON i.ref = c.import_ref"
+                " WHERE i.tenant = ?",
+                (self.tenant,),
+            ).fetchall()
+            kept = pl.col(CLAIM).is_in(pl.Series([r[0] for r in live], dtype=pl.Int32).implode())
+            new = pl.concat([*self.runs.values(), new]).filter(kept).sort(ID)
+            db.execute("DELETE FROM landed_index WHERE tenant = ?", (self.tenant,))
+            self.runs.clear()
+        self.runs[number] = new
         db.executemany(
-            "INSERT INTO landed_index (tenant, chunk, through_claim, ids) VALUES (?, ?, ?, ?)",
-            [(self.tenant, n, self.through, _blob(self.base.slice(start, CHUNK)))
-             for n, start in enumerate(range(0, self.base.height, CHUNK))],
+            "INSERT INTO landed_index (tenant, run, part, through_claim, ids)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(self.tenant, number, n, self.through, _blob(new.slice(start, CHUNK)))
+             for n, start in enumerate(range(0, new.height, CHUNK))],
         )  # fmt: skip
 
 

@@ -96,10 +96,11 @@ MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-
         CREATE INDEX claims_by_import ON claims (import_ref);
         CREATE TABLE landed_index (
             tenant TEXT NOT NULL,
-            chunk INTEGER NOT NULL,
+            run INTEGER NOT NULL,
+            part INTEGER NOT NULL,
             through_claim INTEGER NOT NULL,
             ids BLOB NOT NULL,
-            PRIMARY KEY (tenant, chunk)
+            PRIMARY KEY (tenant, run, part)
         )
     """,
 }

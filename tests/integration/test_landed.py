@@ -212,5 +212,5 @@ def test_status_and_runs_show_rows_landed_before_and_held_back(simulator, run_cl
     assert listing[0].split()[5:7] == ["landed", "held"]
     counts = sorted(line.split()[5:7] for line in listing[1:])
     assert counts == [["0", "0"], ["0", "0"], ["20", "5"]]
-    status = run_cli("status").err
+    status = run_cli("status", two.summary("s.json")["import_id"]).err
     assert "5 held back" in status and "20 had landed before (not sent)" in status

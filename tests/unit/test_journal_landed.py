@@ -164,12 +164,15 @@ def test_two_imports_claiming_the_same_rows_at_once_never_both_get_them(tmp_path
     assert a | b == set(range(1, 201))
 
 
-def test_claims_merged_into_the_stored_index_are_found_by_later_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("max_runs", [8, 1])
+def test_claims_stored_as_runs_are_found_by_later_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_runs: int
 ):
-    """Past COMPACT_AT rows, a claiming run stores the merged, sorted index; a later run
-    reads it (and the claims after it) and finds every row, but a forgotten import's."""
+    """Past COMPACT_AT rows, a claiming run stores them as a sorted run (past MAX_RUNS, every
+    run merged into one); a later run reads the runs (and the claims after them) and finds
+    every row, but a forgotten import's."""
     monkeypatch.setattr("pipeline.journal.landed.COMPACT_AT", 5)
+    monkeypatch.setattr("pipeline.journal.landed.MAX_RUNS", max_runs)
     path = tmp_path / "journal.sqlite"
     clock = [1_800_000_000.0]
     with Journal(path, clock=lambda: clock[0]) as journal:
@@ -217,3 +220,20 @@ def test_every_holder_of_an_identity_is_found_in_the_stored_index_and_after_it(
         assert holders(later, "c", 7, 8) == {
             (7, "a", 1, "refused"), (8, "a", 2, "landed"), (7, "b", 5, "unsent")
         }  # fmt: skip
+
+
+def test_a_claim_that_fails_records_nothing_and_the_next_one_works(journal: Journal):
+    """The sorting raising mid-transaction: no claim, no held row, no claimed_through; the
+    index in memory is read again, so the next claim sees only what was committed."""
+    register(journal, "a")
+    register(journal, "b")
+
+    def broken(found: Found) -> Claimed:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        journal.claim("a", ids(7), (1, 1), broken)
+    assert journal.find("a").claimed_through == 0
+    assert holders(journal, "b", 7) == set()
+    claim_all(journal, "a", {1: 7})
+    assert holders(journal, "b", 7) == {(7, "a", 1, "unsent")}
