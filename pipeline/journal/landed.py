@@ -251,7 +251,9 @@ class Index:
 
     def claims_of(self, identities: pl.Series) -> list[int]:
         """The claims holding any of ``identities``."""
-        parts = [*self.runs.values(), self.recent]
+        parts = [part for part in (*self.runs.values(), self.recent) if part.height]
+        if not parts:
+            return []
         if self.bits is None:
             self.bits = pl.repeat(False, 1 << FILTER_BITS, eager=True)
             for part in parts:
