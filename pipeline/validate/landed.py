@@ -67,10 +67,9 @@ def sort_out(
 ) -> Sorted:
     """``valid`` (with ``_identity``) sorted by its rows' holders (identity as Int64, import_id,
     source_row, state) and the rows this import held back before (source row, reason)."""
-    if holders.is_empty() and not held_before and not how.claimed_through:
-        none = valid.clear()
-        return Sorted(valid, pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "_by": pl.String}),
-                      none.with_columns(pl.lit(None, pl.String).alias(REASON)))  # fmt: skip
+    if holders.is_empty() and not held_before and not how.claimed_through:  # all new: free
+        held = valid.clear().with_columns(pl.lit(None, pl.String).alias(REASON))
+        return Sorted(valid, pl.DataFrame(schema={SOURCE_ROW: pl.Int64, "_by": pl.String}), held)
     found = holders.select(pl.col(name).alias(alias) for name, alias in HOLDERS.items())
     rows = valid.with_columns(
         pl.col(IDENTITY).reinterpret(signed=True).alias("_id"),
@@ -84,7 +83,7 @@ def sort_out(
     )
     verdict = _verdict(how)
     rows = rows.with_columns(verdict.alias("_verdict"))
-    keep = [c for c in valid.columns]
+    keep = valid.columns
     free = rows.filter(pl.col("_verdict") == "free").select(keep)
     landed = rows.filter(pl.col("_verdict") == "landed").select(
         SOURCE_ROW, pl.col("_by").fill_null(LANDED_BEFORE)
