@@ -21,7 +21,17 @@ from benchmarks.measure import Limits
 from benchmarks.runs import Measurement, Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-KINDS = ("floor", "validate", "dry-run", "journal", "landed", "run", "baseline", "simulator")
+KINDS = (
+    "floor",
+    "validate",
+    "dry-run",
+    "journal",
+    "landed",
+    "sink",
+    "run",
+    "baseline",
+    "simulator",
+)
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 QUICK_SIZES = (100_000, 1_000_000)
 _started = time.monotonic()
@@ -43,6 +53,7 @@ def parse(arguments: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--e2e-size", type=int, default=1_000_000, help="rows, end-to-end runs")
     parser.add_argument("--rates", type=_sizes, default=(50, 200), help="--max-rps values")
     parser.add_argument("--baseline-rows", type=int, default=100_000)
+    parser.add_argument("--sink-size", type=int, default=2_000_000, help="rows, runs at the sink")
     parser.add_argument(
         "--landed-rows", type=int, default=10_000_000, help="rows landed before, for 'landed'"
     )
@@ -95,6 +106,7 @@ def main(arguments: Sequence[str] | None = None) -> int:
 def _inputs(options: argparse.Namespace) -> dict[int, Path]:
     """The generated files, made now if they are not cached yet."""
     wanted = set(options.sizes) | ({options.e2e_size} if _needs_e2e_file(options) else set())
+    wanted |= {options.sink_size} if "sink" in options.only else set()
     files = {}
     for rows in sorted(wanted):
         path = generate.DATA_DIR / generate.file_name(rows)
@@ -134,7 +146,11 @@ class Step:
 
 
 def _plan(options: argparse.Namespace, files: dict[int, Path], settings: Settings) -> list[Step]:
-    steps = [*_per_size(options, files, settings), *_with_simulator(options, files, settings)]
+    steps = [
+        *_per_size(options, files, settings),
+        *_at_the_sink(options, files, settings),
+        *_with_simulator(options, files, settings),
+    ]
     return [step for step in steps if step.kind in options.only]
 
 
@@ -159,6 +175,23 @@ def _per_size(
         )
         for kind, what, measure in kinds
         for rows in options.sizes
+    ]
+
+
+def _at_the_sink(
+    options: argparse.Namespace, files: dict[int, Path], settings: Settings
+) -> list[Step]:
+    rows = options.sink_size
+    if rows not in files:
+        return []
+    what = f"{options.latency_ms:g} ms latency, {generate.label(rows)} rows"
+    return [
+        Step(
+            "sink",
+            f"run at {rps} req/s against the sink, {what}",
+            partial(runs.against_sink, files[rows], rows, rps, settings),
+        )
+        for rps in options.rates
     ]
 
 

@@ -56,7 +56,27 @@ def goals(measurements: Sequence[Measurement], sizes: Sequence[int]) -> list[Goa
         *_journal_goals(find, sizes),
         *_end_to_end_goals(find),
         *_landed_goals(find),
+        *_sink_goals(find),
     ]
+
+
+def _sink_goals(find: _Find) -> list[Goal]:
+    """Against the sink (issue #13): the rate while sending and over the whole run, the
+    busiest second at the sink, and the client's CPU per million rows."""
+    listed = []
+    for measured in find.all_of_prefix("sink-"):
+        rps = float(measured.extra["max_rps"])
+        at, traffic = (measured.key, measured.size), measured.extra.get("traffic", {})
+        sending = _ratio(traffic.get("sustained_rows_per_second"), rps * 1000)
+        listed.append(Goal(at, "while sending, of limit", sending, 0.95, "%", True))
+        if rps >= 200:
+            whole = _ratio(measured.rows_per_second, rps * 1000)
+            listed.append(Goal(at, "whole run (wall), of limit", whole, 0.85, "%", True))
+            cpu = _ratio(measured.cpu_seconds, (measured.rows or 0) / 1e6)
+            listed.append(Goal(at, "client CPU per 1M rows", cpu, 5.0, "s", False))
+        busiest = traffic.get("busiest_second")
+        listed.append(Goal(at, "busiest 1-s window at the sink", busiest, rps, "requests", False))
+    return listed
 
 
 def _landed_goals(find: _Find) -> list[Goal]:
@@ -160,6 +180,8 @@ def _number(value: float, unit: str) -> str:
         return f"{value:.0%}"
     if unit == "times":
         return f"{value:.2f}{TIMES}"
+    if unit == "s":
+        return f"{value:.1f} s"
     return f"{value:,.0f} {unit}"
 
 

@@ -117,6 +117,25 @@ def end_to_end(path: Path, rows: int, rps: int, settings: Settings) -> Measureme
     return measured
 
 
+def against_sink(path: Path, rows: int, rps: int, settings: Settings) -> Measurement:
+    """``points-import run`` against the benchmark sink (50 ms latency, 429 above 200/s):
+    the client's own rate and CPU, with nothing else on the two cores."""
+    workdir = _workdir(settings, f"sink-{rps}-{rows}")
+    config = workdir / "config.toml"
+    config.write_text("[engage]\ncheck_definitions = false\n", encoding="utf-8")
+    command = [sim.points_import(), "run", str(path), *_reports(workdir), "--max-rps", str(rps)]
+    command += ["--state-dir", str(workdir / "state"), "--config", str(config)]
+    with sim.sink(workdir / "sink", settings.latency_ms, settings.sim_rate_limit or 200) as engage:
+        env = environment({"ENGAGE_BASE_URL": engage.url, "ENGAGE_API_KEY": engage.api_key})
+        result = _run(command, workdir, settings, env)
+        traffic = sim.summarize(sim.requests(engage))
+    measured = _imported(f"sink-{rps}", f"run at {rps} req/s, sink", path, rows, result, workdir)
+    measured.extra |= {"max_rps": rps, "traffic": traffic.record()}
+    measured.note = _join(measured.note, traffic.describe())
+    _check_accounting(measured, _summary(workdir / "summary.json"), traffic.rows_posted)
+    return measured
+
+
 def _check_accounting(measured: Measurement, summary: dict[str, Any] | None, posted: int) -> None:
     """Every row the simulator applied is accepted or rejected by the server in the summary."""
     if summary is None:

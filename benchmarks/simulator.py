@@ -92,6 +92,25 @@ def simulator(
         log.close()
 
 
+@contextmanager
+def sink(workdir: Path, latency_ms: float, rate_limit_rps: float) -> Iterator[Simulator]:
+    """A fresh benchmark sink process (``sink.py``: next to nothing per request), stopped on
+    exit; its request log reads like the simulator's."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = Path(__file__).resolve().parent / "sink.py"
+    command = [sys.executable, str(script), "--port", "0", "--latency-ms", str(latency_ms)]
+    command += ["--rate", str(rate_limit_rps)]
+    log = open(workdir / "sink.log", "w+", encoding="utf-8")  # noqa: SIM115
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+    )
+    try:
+        yield Simulator(_announced_url(process, log), API_KEY, process)
+    finally:
+        _stop(process)
+        log.close()
+
+
 def requests(sim: Simulator) -> list[dict[str, Any]]:
     """The simulator's request log (admin requests are not in it)."""
     response = httpx.get(f"{sim.url}/_sim/requests", timeout=60)
