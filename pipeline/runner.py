@@ -72,7 +72,7 @@ class RunSettings:
 @dataclass
 class RunReport:
     summary: dict[str, Any]
-    rejects: report.Rejects
+    rejects: report.Rejects | None  # None: not made again (the import's rows were forgotten)
     message: str = ""
     replayed: bool = False  # a finished import reported again from its journal
 
@@ -154,9 +154,10 @@ def _same_shaping(record: ImportRecord, settings: RunSettings) -> None:
     with the same ones, or its report would not be its own (and rows fed back from it could
     land twice)."""
     now = json.loads(json.dumps(_shaping(settings)))
-    differ = [name for name, value in now.items() if record.settings.get(name) != value]
+    recorded = {**ADDED_SINCE, **record.settings}  # what an older version did not record
+    differ = [name for name, value in now.items() if recorded.get(name) != value]
     if differ:
-        was = ", ".join(f"{name} {record.settings.get(name)!r}" for name in differ)
+        was = ", ".join(f"{name} {recorded.get(name)!r}" for name in differ)
         raise JournalError(
             f"import {record.import_id} was planned with {was}; re-run it with the same"
             f" settings (now: {', '.join(f'{n} {now[n]!r}' for n in differ)})"
@@ -220,6 +221,7 @@ def _journaled(
     if forgotten:
         log.info("rows of old imports forgotten", imports=forgotten,
                  remember_days=settings.config.journal.remember_days)  # fmt: skip
+        record = journal.find(plan.import_id) if record else None
     forced = False
     if record is not None and record.status == FINISHED:
         if not settings.force:
@@ -278,8 +280,7 @@ def _replayed(
     note = _finished_note(record)
     if record.forgotten:  # which rows it sent is not known any more: no report to make again
         note += f"; its rows were forgotten ({_FORGOTTEN}): its rejects report is not made again"
-        summary = record.summary or {}
-        return RunReport(summary, report.Rejects(()), note, replayed=True)
+        return RunReport(record.summary or {}, None, note, replayed=True)
     plan.sort = _claims(settings, plan, record, journal, write=False).sort
     posted = post(plan.batches(), None, resume=_resume(journal, plan.import_id, settings),
                   keep_accepted=False)  # fmt: skip
@@ -351,13 +352,18 @@ def _register(journal: Journal, plan: Plan, settings: RunSettings, tenant: str) 
         raise
 
 
+ADDED_SINCE = {"id_column": ""}  # settings that shape a plan, with what older plans had
+
+
 def _shaping(settings: RunSettings) -> dict[str, Any]:
+    """The settings that shape an import's batches (allow_twins does not: the rows an import
+    sorted are sorted as then, on every run of it)."""
     cfg = settings.config
     return {
         "batch_size": settings.size,
         "timezone": settings.timezone,
         "columns": cfg.columns,
-        "validation": cfg.validation.model_dump(),
+        "validation": cfg.validation.model_dump(exclude={"allow_twins"}),
         "format": cfg.input.format,
         "id_column": cfg.input.id_column,
     } | ({"continues": astuple(settings.continues)} if settings.continues else {})

@@ -197,14 +197,14 @@ def _graceful(stop: threading.Event) -> Iterator[None]:
 
 def _write(result: RunReport, rejects: Path | None, summary: Path | None) -> None:
     try:
-        if rejects is not None:
+        if rejects is not None and result.rejects is not None:
             report.write_rejects(result.rejects, rejects)
         if summary is not None:
             report.write_summary(result.summary, summary)
     finally:  # the outcome is told, written or not
         report.render(result.summary, sys.stderr)
         print(f"points-import: {result.message}", file=sys.stderr)
-    if result.rejects.height and rejects is not None:
+    if result.rejects is not None and result.rejects.height and rejects is not None:
         stages = result.rejects.by_stage()
         pending = stages["batch"] + stages["unsent"] if result.exit_code == EXIT_ABORTED else 0
         print(

@@ -269,8 +269,13 @@ class Index:
         self.recent, self.through = pl.DataFrame(schema=INDEX), self.read_through
         self.mine.clear()
         self.mine_rows = 0
-        number = max(self.runs, default=-1) + 1
-        if len(self.runs) >= MAX_RUNS:
+        stored = db.execute(  # another process may have stored runs since this one read them
+            "SELECT COALESCE(MAX(run), -1) + 1, COUNT(DISTINCT run) FROM landed_index"
+            " WHERE tenant = ?",
+            (self.tenant,),
+        ).fetchone()
+        number = stored[0]
+        if max(len(self.runs), stored[1]) >= MAX_RUNS:
             live = db.execute(
                 "SELECT c.id FROM claims c JOIN imports i ON i.ref = c.import_ref"
                 " WHERE i.tenant = ?",

@@ -87,7 +87,7 @@ MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-
         ALTER TABLE batches ADD COLUMN last_row INTEGER;
         CREATE UNIQUE INDEX imports_by_ref ON imports (ref);
         CREATE TABLE claims (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             import_ref INTEGER NOT NULL,
             first_row INTEGER NOT NULL,
             last_row INTEGER NOT NULL,

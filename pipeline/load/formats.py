@@ -238,13 +238,20 @@ def parquet_slices(path: Path, shown: Path, rows: int) -> Iterator[pl.DataFrame]
 
 
 def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """Every column as text; nested values become their JSON text (and fail validation)."""
+    """Every column as text; nested values become their JSON text (and fail validation); a
+    whole number stored as a float is written as one (100, not 100.0: pandas stores a column
+    of integers with a null as floats, and an id must read as the CSV export of it does)."""
     exprs = []
     for name, dtype in frame.schema.items():
         col = pl.col(name)
         if dtype.is_nested():  # {"v":<json>} -> <json>
             exprs.append(
                 pl.struct(col.alias("v")).struct.json_encode().str.slice(5).str.head(-1).alias(name)
+            )
+        elif dtype.is_float():
+            whole = col.cast(pl.Int64, strict=False)
+            exprs.append(
+                pl.when(whole == col).then(whole.cast(pl.String)).otherwise(col.cast(pl.String))
             )
         else:
             exprs.append(col.cast(pl.String))

@@ -2,10 +2,11 @@
 
 By default a fingerprint of the row as it is sent, normalised: a lower-case GUID, the
 canonical amount (``+007.50`` and ``7.5`` are one), the definition id as a number, the
-source and description as written, and each date as an instant (``…T10:15:00+01:00`` and
-``…T09:15:00Z`` are one). With ``[input] id_column``, the source system's transaction id
-(trimmed) instead. Either way a 64-bit xxHash, the same on every machine and version, so
-the journal knows a row again whatever file, format, order or column names bring it back.
+source and description as written (their line breaks as LF), and each date as an instant
+(``…T10:15:00+01:00`` and ``…T09:15:00Z`` are one). With ``[input] id_column``, the source
+system's transaction id (trimmed) instead. Either way a 64-bit xxHash, the same on every
+machine and version, so the journal knows a row again whatever file, format, order or
+column names bring it back.
 """
 
 from __future__ import annotations
@@ -26,9 +27,17 @@ def identity(id_column: str) -> pl.Expr:
         text = pl.lit("id" + SEPARATOR) + pl.col(ROW_ID).str.strip_chars()
     else:
         parts = [pl.col(name).cast(pl.String) for name in CONTENT]
+        parts[3:5] = [_line_breaks(pl.col(name)) for name in CONTENT[3:5]]
         parts += [pl.col(f"_{name}").dt.epoch("us").cast(pl.String) for name in DATE_FIELDS]
         text = pl.concat_str([part.fill_null("") for part in parts], separator=SEPARATOR)
     return NonCryptographicHashingNameSpace(text).xxhash64().alias(IDENTITY)
+
+
+def _line_breaks(text: pl.Expr) -> pl.Expr:
+    """A text's line breaks as LF: an export with CRLF line ends holds the same rows."""
+    return text.str.replace_all("\r\n", "\n", literal=True).str.replace_all(
+        "\r", "\n", literal=True
+    )
 
 
 def untimed(id_column: str) -> pl.Expr:

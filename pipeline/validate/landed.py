@@ -115,13 +115,15 @@ def _with_holder(rows: pl.DataFrame, found: pl.DataFrame, me: str) -> pl.DataFra
 def _verdict(how: Sorting) -> pl.Expr:
     """free, landed or held, for each row."""
     state = pl.col("_state")
-    twin_allowed = pl.col("_untimed") & pl.lit(how.allow_twins)
+    landed = state == "landed"
     new = (
-        pl.when(pl.lit(how.force) | state.is_null() | twin_allowed)
+        pl.when(pl.lit(how.force) | state.is_null())
         .then(pl.lit("free"))
-        .when((state == "landed") & ~pl.col("_untimed"))
+        .when(landed & ~pl.col("_untimed"))
         .then(pl.lit("landed"))
-        .otherwise(pl.lit("held"))
+        .when(landed & pl.lit(how.allow_twins))  # a twin: another transaction, as allowed
+        .then(pl.lit("free"))
+        .otherwise(pl.lit("held"))  # another import may still send it, twin or not
     )
     before = (
         pl.when(pl.col("_mine"))

@@ -9,6 +9,7 @@ import csv
 import gzip
 import random
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,20 @@ def test_status_and_runs_show_rows_landed_before_and_held_back(simulator, run_cl
     assert counts == [["0", "0"], ["0", "0"], ["20", "5"]]
     status = run_cli("status", two.summary("s.json")["import_id"]).err
     assert "5 held back" in status and "20 had landed before (not sent)" in status
+
+
+def test_a_forgotten_import_run_again_keeps_its_report(simulator, run_cli, tmp_path: Path):
+    """Its rows forgotten ([journal] remember_days), a finished import run again sends
+    nothing, exits as it did, and leaves the rejects report it wrote: made again, it would
+    lose the rows Engage refused (they are no longer known)."""
+    sim = simulator()
+    data = rows(1, 10)
+    data[3]["contactId"] = UNKNOWN
+    write_csv(tmp_path / "day.csv", data)
+    first = run(run_cli, sim, "day.csv")
+    assert first.code == 3 and len(first.rejects("day.rejects.csv")) == 1, first.err
+    time.sleep(2.1)  # the journal's times are in whole seconds
+    again = run(run_cli, sim, "day.csv", config=CONFIG + "[journal]\nremember_days = 0.00001\n")
+    assert again.code == 3, again.err
+    assert "its rejects report is not made again" in again.err
+    assert len(again.rejects("day.rejects.csv")) == 1 and sum(held(sim).values()) == 9

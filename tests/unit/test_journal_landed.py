@@ -237,3 +237,42 @@ def test_a_claim_that_fails_records_nothing_and_the_next_one_works(journal: Jour
     assert holders(journal, "b", 7) == set()
     claim_all(journal, "a", {1: 7})
     assert holders(journal, "b", 7) == {(7, "a", 1, "unsent")}
+
+
+def test_a_claim_after_the_newest_were_forgotten_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Claims stored as a run, then every claim forgotten: a new claim's id is never one the
+    stored run said it covers (ids are not reused), so a later run finds it."""
+    monkeypatch.setattr("pipeline.journal.landed.COMPACT_AT", 2)
+    path, clock = tmp_path / "journal.sqlite", [1_800_000_000.0]
+    with Journal(path, clock=lambda: clock[0]) as journal:
+        register(journal, "a")
+        claim_all(journal, "a", {1: 1, 2: 2, 3: 3})  # stored as a run
+        journal.finish("a", {}, 0, "finished")
+        clock[0] += 2 * 86400
+        assert journal.forget(1) == ["a"]
+        register(journal, "b")
+        claim_all(journal, "b", {1: 77})
+    with Journal(path) as later:
+        register(later, "c")
+        assert holders(later, "c", 77) == {(77, "b", 1, "unsent")}
+
+
+def test_two_processes_storing_runs_at_once_do_not_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Each journal (process) read the index before the other stored a run: the next run's
+    number comes from the journal, not from what one process read."""
+    monkeypatch.setattr("pipeline.journal.landed.COMPACT_AT", 2)
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as one, Journal(path) as two:
+        register(one, "a")
+        register(one, "b")
+        look(one, "a", 1)  # both read the (empty) index
+        look(two, "b", 1)
+        claim_all(one, "a", {1: 101, 2: 102})  # stores run 0
+        claim_all(two, "b", {1: 201, 2: 202})  # would store run 0 again
+    with Journal(path) as later:
+        register(later, "c")
+        assert {h[1] for h in holders(later, "c", 101, 201)} == {"a", "b"}

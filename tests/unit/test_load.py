@@ -333,6 +333,17 @@ def test_the_id_column_is_read_as_row_id_in_any_case_and_spacing(tmp_path: Path,
     assert frame.select(HEADER).rows() == [tuple(ROW)]
 
 
+def test_a_whole_number_id_read_as_a_float_is_written_as_the_whole_number(tmp_path: Path):
+    """A Parquet id column of floats (pandas writes integers with a null so): 100.0 is the
+    id 100, as the CSV export of the same rows says."""
+    path = tmp_path / "in.parquet"
+    rows = pl.DataFrame([dict(zip(HEADER, ROW, strict=True))] * 3)
+    rows.with_columns(txn=pl.Series([100.0, 101.5, None])).write_parquet(path)
+    with open_source(path) as source:
+        frame = next(read_chunks(source, id_column="txn"))
+    assert frame["_rowId"].to_list() == ["100", "101.5", None]
+
+
 def test_an_id_column_the_input_lacks_is_an_input_error(tmp_path: Path):
     """Named but not there: exit 2 before anything is read, naming the setting."""
     path = write(tmp_path / "in.csv", text([HEADER, ROW]))

@@ -95,3 +95,25 @@ def test_refusals_matching_no_row_are_remembered_when_a_run_resumes(tmp_path):
 def client(handle: Callable[[httpx.Request], httpx.Response]) -> EngageClient:
     http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(handle))
     return EngageClient(http, RetryPolicy(max_attempts=1), sleep=lambda s: None)
+
+
+def test_an_import_an_older_version_planned_can_be_run_again(tmp_path):
+    """Its recorded settings lack what shapes plans since (the id column), and allow_twins
+    shapes no plan: re-run with the same settings, it is not refused; with another batch
+    size it is."""
+    from pipeline.errors import JournalError
+    from pipeline.runner import _same_shaping
+
+    settings = RunSettings(input=tmp_path / "in.csv", config=Config(), timezone="UTC")
+    validation = {"allow_duplicates": False, "max_source_length": 255,
+                  "max_description_length": 1000}  # fmt: skip
+    older = {"batch_size": 1000, "timezone": "UTC", "columns": {}, "validation": validation,
+             "format": "auto"}  # fmt: skip
+    with Journal.open(tmp_path / "state") as journal:
+        journal.register("old", "in.csv", "0" * 64, older, "https://t.example")
+        _same_shaping(journal.find("old"), settings)
+        twins = Config.model_validate({"validation": {"allow_twins": True}})
+        _same_shaping(journal.find("old"), RunSettings(tmp_path / "in.csv", twins, "UTC"))
+        with pytest.raises(JournalError, match="batch_size 1000"):
+            _same_shaping(journal.find("old"), RunSettings(tmp_path / "in.csv", Config(), "UTC",
+                                                           batch_size=10))  # fmt: skip

@@ -580,3 +580,10 @@ def test_with_an_id_column_duplicates_are_rows_of_the_same_id():
     assert result.invalid.select("sourceRow", "reason").rows() == [
         (2, "duplicate of row 1 (set allow_duplicates to send both)")
     ]
+
+
+def test_line_breaks_in_a_text_do_not_change_the_identity():
+    """An export with CRLF line ends holds the same rows: a description over two lines is
+    the same row with CRLF, CR or LF between them."""
+    texts = ["two\r\nlines", "two\nlines", "two\rlines"]
+    assert len(set(identities(*[{"description": text} for text in texts]))) == 1

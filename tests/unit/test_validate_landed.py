@@ -115,3 +115,11 @@ def test_the_sorted_rows_keep_the_pieces_columns_and_order():
     result = sort(rows, [(11, "night-1", 1, "landed")])
     assert result.free.columns == rows.columns
     assert result.free[SOURCE_ROW].to_list() == [3, 2]
+
+
+@pytest.mark.parametrize("state", ["in_doubt", "unsent"])
+def test_allow_twins_sends_no_row_another_import_may_still_send(state: str):
+    """--allow-twins is for twins that landed; a row another import holds in doubt or unsent
+    is held back all the same (sent from here too, it could land twice)."""
+    result = sort(piece((1, 11, None)), [(11, "night-1", 7, state)], allow_twins=True)
+    assert result.free.is_empty() and result.held[SOURCE_ROW].to_list() == [1]
