@@ -81,15 +81,8 @@ def simulator(
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_config(workdir / "simulator.toml", latency_ms, rate_limit_rps)
     command = [points_import(), "simulate", "--port", "0", "--config", str(config)]
-    log = open(workdir / "simulator.log", "w+", encoding="utf-8")  # noqa: SIM115
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
-    )
-    try:
-        yield Simulator(_announced_url(process, log), API_KEY, process)
-    finally:
-        _stop(process)
-        log.close()
+    with _serving(command, workdir / "simulator.log") as started:
+        yield started
 
 
 @contextmanager
@@ -100,7 +93,14 @@ def sink(workdir: Path, latency_ms: float, rate_limit_rps: float) -> Iterator[Si
     script = Path(__file__).resolve().parent / "sink.py"
     command = [sys.executable, str(script), "--port", "0", "--latency-ms", str(latency_ms)]
     command += ["--rate", str(rate_limit_rps)]
-    log = open(workdir / "sink.log", "w+", encoding="utf-8")  # noqa: SIM115
+    with _serving(command, workdir / "sink.log") as started:
+        yield started
+
+
+@contextmanager
+def _serving(command: list[str], log_path: Path) -> Iterator[Simulator]:
+    """``command`` started, serving at the URL it announces; stopped on exit."""
+    log = open(log_path, "w+", encoding="utf-8")  # noqa: SIM115
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
     )
