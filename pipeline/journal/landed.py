@@ -24,7 +24,8 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import polars as pl
@@ -40,7 +41,6 @@ MAX_RUNS = 8  # stored runs before they are merged into one
 FILTER_BITS = 28  # a bit per 2^36 identities (32 MiB): at 10M rows, 1 new row in 27 is searched
 HOLDERS = {ID: pl.Int64, "import_id": pl.String, ROW: pl.Int64, "state": pl.String}
 CLAIMED = {ID: pl.Int64, ROW: pl.Int64}
-RANK = {"planned": 1, "sending": 2}  # of a batch's parts: what its rows may be
 
 
 @dataclass(frozen=True)
@@ -76,21 +76,7 @@ class Landed(Store):
         """Look up ``identities`` (Int64, of the import's rows ``rows``: first and last), let
         ``decide`` sort them, and record what it claims and holds back, in one transaction
         (``write``; else only look)."""
-        try:
-            self._claim(import_id, identities, rows, decide, write)
-        except BaseException:  # rolled back: what the index in memory took in may not be so
-            self._held_index = None
-            raise
-
-    def _claim(
-        self,
-        import_id: str,
-        identities: pl.Series,
-        rows: tuple[int, int],
-        decide: Callable[[Found], Claimed],
-        write: bool,
-    ) -> None:
-        with self._write() if write else self._reading() as db:
+        with self._index_kept_if_committed(), self._write() if write else self._reading() as db:
             ref, tenant = db.execute(
                 "SELECT ref, tenant FROM imports WHERE import_id = ?", (import_id,)
             ).fetchone()
@@ -106,6 +92,15 @@ class Landed(Store):
                 self._record(db, import_id, ref, rows, claimed)
                 if index.unmerged >= COMPACT_AT:
                     index.compact(db)
+
+    @contextmanager
+    def _index_kept_if_committed(self) -> Iterator[None]:
+        """Rolled back, what the index in memory took in may not be so: it is read again."""
+        try:
+            yield
+        except BaseException:
+            self._held_index = None
+            raise
 
     def _record(
         self, db: sqlite3.Connection, import_id: str, ref: int, rows: tuple[int, int],
