@@ -49,12 +49,14 @@ class Traffic:
     sustained_rps: float
     sustained_rows_per_second: float
     busiest_second: int
+    steady_rps: float = 0.0  # after the first second: the limiter's rate, without the ramp-up
 
     def describe(self) -> str:
         statuses = sorted(self.statuses.items())
         by_status = ", ".join(f"{count} x {status}" for status, count in statuses)
         return (
-            f"{by_status}; sending {self.sustained_rps:.0f} req/s; "
+            f"{by_status}; sending {self.sustained_rps:.0f} req/s "
+            f"({self.steady_rps:.0f} after the first second); "
             f"busiest 1 s: {self.busiest_second} req"
         )
 
@@ -136,7 +138,13 @@ def summarize(log: list[dict[str, Any]]) -> Traffic:
         sustained_rps=rate,
         sustained_rows_per_second=rate * per_request,
         busiest_second=_busiest_second(arrivals),
+        steady_rps=_rate([moment for moment in arrivals if moment >= arrivals[0] + 1.0]),
     )
+
+
+def _rate(arrivals: list[float]) -> float:
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    return (len(arrivals) - 1) / span if span > 0 else 0.0
 
 
 def _busiest_second(arrivals: list[float]) -> int:

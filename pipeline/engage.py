@@ -24,6 +24,7 @@ from pipeline.errors import (
     BatchInDoubtError,
     BatchRejectedError,
     FatalEngageError,
+    NotSentError,
     TransientEngageError,
 )
 from pipeline.limits import RateLimiter
@@ -110,8 +111,19 @@ class EngageClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def post_transactions(self, body: bytes, key: str, in_doubt: bool = False) -> PostResult:
+    def post_transactions(
+        self,
+        body: bytes,
+        key: str,
+        in_doubt: bool = False,
+        leaving: Callable[[], None] = lambda: None,
+    ) -> PostResult:
         """POST one batch (a JSON array) under ``key``, retrying what is worth retrying.
+
+        ``leaving`` is called once, when the rate limiter has granted the first attempt its
+        slot, just before the request is written: from then on its outcome is unknown until
+        answered (the journal records it there). A run asked to stop before that sends
+        nothing: ``NotSentError``.
 
         A 4xx after an attempt whose outcome is unknown (``in_doubt``: one of an earlier run)
         may not be Engage's answer to the key (a gateway's, say) while that attempt was
@@ -119,12 +131,24 @@ class EngageClient:
         (``BatchInDoubtError``), not refused. A 404 or 405 means a wrong base URL: fatal.
         """
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-        unknown = in_doubt
+        unknown, left = in_doubt, False
+
+        def leave() -> None:
+            nonlocal left
+            left = True
+            leaving()
 
         def once() -> PostResult:
             nonlocal unknown
             try:
-                return _post_result(self._send("POST", TRANSACTIONS, content=body, headers=headers))
+                sent = self._send("POST", TRANSACTIONS, leave if not left else None,
+                                  content=body, headers=headers)  # fmt: skip
+                return _post_result(sent)
+            except NotSentError as exc:
+                if left or unknown:  # an earlier attempt left: still in doubt
+                    raise TransientEngageError(f"{exc}; an earlier attempt's outcome is unknown",
+                                               status=exc.status) from exc  # fmt: skip
+                raise
             except BatchRejectedError as exc:
                 if exc.status in (404, 405):
                     fatal = FatalEngageError(
@@ -190,7 +214,7 @@ class EngageClient:
         """GET ``path`` with retries; the decoded JSON body."""
 
         def once() -> Any:
-            return _json(self._send("GET", path, params=params))
+            return _json(self._send("GET", path, None, params=params))
 
         return self._retrying(once, key=None)[0]
 
@@ -199,11 +223,23 @@ class EngageClient:
         result = retrying(once)
         return result, int(retrying.statistics.get("attempt_number", 1))
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        leaving: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         import httpx
 
-        if self._limiter is not None:
-            self._limiter.acquire(self._stopping)
+        limiter = self._limiter
+        stamp = limiter.acquire(self._stopping) if limiter else (None if self._stopping() else 0.0)
+        if stamp is None:
+            raise NotSentError(f"{method} {path} not sent: the run is stopping")
+        if leaving is not None:
+            leaving()
+        if limiter is not None:
+            kwargs["extensions"] = {"trace": _written(limiter, stamp)}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
@@ -226,6 +262,16 @@ class EngageClient:
             )
         elif response.status_code < 400:
             self._limiter.succeeded()
+
+
+def _written(limiter: RateLimiter, stamp: float) -> Callable[[str, dict[str, Any]], None]:
+    """httpcore's trace hook: the limiter is told when the request has been written."""
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            limiter.sent(stamp)
+
+    return trace
 
 
 class _Doubtful(TransientEngageError):

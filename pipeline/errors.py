@@ -7,9 +7,10 @@
     ├── ReportError                exit 1: the rejects report or summary can't be written
     └── EngageError                talking to Engage went wrong
         ├── TransientEngageError   retryable: connection, timeout, 409, 429, 5xx
-        ├── FatalEngageError       stops the run at once: 401, 403, unexpected answers
         │   └── BatchInDoubtError  a 4xx after an attempt whose outcome is unknown
-        └── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
+        ├── FatalEngageError       stops the run at once: 401, 403, unexpected answers
+        ├── BatchRejectedError     any other 4xx: this batch, as is, will never be accepted
+        └── NotSentError           the run stopped before the request left: nothing sent
 
 Rows that fail are not errors: they become rows of the rejects report.
 """
@@ -82,6 +83,11 @@ class FatalEngageError(EngageError):
 
 class BatchRejectedError(EngageError):
     """Engage refused this request as a whole; a smaller one may pass."""
+
+
+class NotSentError(EngageError):
+    """The run was asked to stop while the request waited for the rate limiter: it never
+    left, so Engage has not seen it (its rows are unsent, not in doubt)."""
 
 
 class BatchInDoubtError(TransientEngageError):

@@ -1,9 +1,11 @@
 """The request rate: at most ``rate`` requests in any window of a second, adaptive.
 
 A sliding-window log: a request may start when fewer than ``rate`` started in the last
-second (plus a margin for the network's and the scheduler's jitter), so the limit holds in
-every window, not just on average; and requests are spaced evenly, never sent in a burst, so
-that a late one cannot crowd the next second at the server. On a 429 the rate halves and
+second (plus a margin for the network's jitter), so the limit holds in every window, not just
+on average; and requests are spaced evenly, never sent in a burst. A request is logged when
+its slot is granted, and again when it has been written (``sent``): one held up between the
+two (a busy CPU, a journal write) counts from when it left, so that it cannot crowd the next
+second at the server with the ones granted after it. On a 429 the rate halves and
 requests pause for the Retry-After; each success then adds a step back up to the configured
 maximum (additive increase, multiplicative decrease, as in TCP and Vector's adaptive request
 concurrency).
@@ -11,15 +13,13 @@ concurrency).
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 WINDOW_S = 1.0
-MARGIN_S = (
-    0.05  # 5 %: the busiest second Engage sees stays at the limit (measured: 0.02 was too little)
-)
+MARGIN_S = 0.03  # 3 %: the busiest second Engage sees stays at the limit (see benchmarks/)
 FLOOR_RPS = 1.0
 
 
@@ -34,32 +34,40 @@ class RateLimiter:
         self.rate = self.max_rps
         self._clock = clock
         self._margin = margin_s
-        self._starts: deque[float] = deque()
+        self._starts: list[float] = []  # when each request of the last window left, sorted
         self._next = 0.0  # the earliest the next request may start: even spacing
         self._paused_until = 0.0
         self._cond = threading.Condition()
 
-    def acquire(self, stopping: Callable[[], bool] = lambda: False) -> None:
-        """Wait for a slot, then take it."""
+    def acquire(self, stopping: Callable[[], bool] = lambda: False) -> float | None:
+        """Wait for a slot, then take it: its stamp, for ``sent``; None if ``stopping`` said
+        so first."""
         with self._cond:
             while True:
                 now = self._clock()
                 wait = self._wait(now)
                 if wait <= 0:
-                    self._starts.append(now)
+                    self._starts.append(now)  # the latest: no stamp is later than now
                     spacing = (WINDOW_S + self._margin) / self.rate
-                    # a thread that woke up a little late keeps to the schedule (up to a
-                    # quarter of the spacing), or the delays add up and the rate falls behind
-                    self._next = max(self._next, now - spacing / 4) + spacing
-                    return
+                    # a thread that woke up late keeps to the schedule (up to a spacing), or
+                    # the delays add up and the rate falls behind
+                    self._next = max(self._next, now - spacing) + spacing
+                    return now
                 if stopping():
-                    return
+                    return None
                 self._cond.wait(min(wait, 0.5))
+
+    def sent(self, stamp: float) -> None:
+        """The request granted at ``stamp`` has been written: it counts from now on."""
+        with self._cond:
+            at = bisect.bisect_left(self._starts, stamp)
+            if at < len(self._starts) and self._starts[at] == stamp:
+                del self._starts[at]
+                bisect.insort(self._starts, max(stamp, self._clock()))
 
     def _wait(self, now: float) -> float:
         allowed = max(1, int(self.rate))
-        while self._starts and now - self._starts[0] >= WINDOW_S + self._margin:
-            self._starts.popleft()
+        del self._starts[: bisect.bisect_right(self._starts, now - WINDOW_S - self._margin)]
         pause = max(self._paused_until, self._next) - now
         if len(self._starts) < allowed:
             return pause

@@ -29,7 +29,7 @@ from pipeline.engage import EngageClient
 from pipeline.errors import EngageError, FatalEngageError, TransientEngageError
 from pipeline.model import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
-from pipeline.post.poster import NoRecorder, Poster, Recorder, Resume
+from pipeline.post.poster import STOPPED, NoRecorder, Poster, Recorder, Resume
 from pipeline.spool import Spool
 
 __all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
@@ -70,7 +70,7 @@ class _Run:
         if self.stopped_by is None and self.failure is not None:
             self.stopped_by = f"not sent: the run stopped ({self.failure})"
         if self.stopped_by is None and should_stop():
-            self.stopped_by = "not sent: the run was interrupted"
+            self.stopped_by = STOPPED
 
     def submit(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
         self.ledger.opened(batch.seq)

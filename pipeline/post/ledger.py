@@ -1,8 +1,9 @@
 """The ledger: what became of every row sent or replayed, kept small.
 
-Accepted rows are counted, with their points per definition summed exactly; only rows that
-did not get in are kept, with the input's text for the rejects report. Thread-safe: the
-workers of a run settle batches concurrently; the order they finish in changes nothing.
+Accepted rows are counted, with their points per definition summed exactly (in bulk, as
+polars decimals); only rows that did not get in are kept, with the input's text for the
+rejects report. Thread-safe: the workers of a run settle batches concurrently; the order
+they finish in changes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pipeline.spool import Spool
 
 Refused = list[tuple[int, str, str]]  # (sourceRow, stage, reason)
 EXACT = Context(prec=MAX_PREC)  # sums as long as their digits need: never rounded
+SUM_AT = 200_000  # accepted rows whose amounts are summed at once, in polars
+BULK_SCALE = 17  # decimals polars sums exactly (38 digits: 21 left for a sum of amounts < 1e15)
 REFUSED_SCHEMA = {
     SOURCE_ROW: pl.Int64, "stage": pl.String, "reason": pl.String, "idempotencyKey": pl.String,
     **dict.fromkeys(KEPT, pl.String),
@@ -33,7 +36,10 @@ class Ledger:
         self.keep_accepted = keep_accepted  # also keep which rows were accepted, under which key
         self.accepted_rows: list[pl.DataFrame] = []
         self.accepted = 0
-        self.points: dict[int, Decimal] = defaultdict(Decimal)
+        self._points: dict[int, Decimal] = defaultdict(Decimal)
+        self._unsummed: list[pl.DataFrame] = []  # definitionId, amount: accepted, not summed yet
+        self._unsummed_rows = 0
+        self._summing = threading.Lock()
         self.refused = Spool()  # in bounded memory: a stopped run's unsent rows may be millions
         self.requests = 0
         self.unmatched = 0  # notAccepted rows that matched no row sent
@@ -80,20 +86,37 @@ class Ledger:
             self.settle(group, key, str(stage), str(reason), seq)
 
     def _accept(self, rows: pl.DataFrame, seq: int | None, key: str | None) -> None:
-        # in this thread, not polars' pool: that is busy planning, and a request waits for it
-        sums: dict[int, Decimal] = defaultdict(Decimal)
-        pairs = zip(rows["definitionId"].to_list(), rows["amount"].to_list(), strict=True)
-        for definition, amount in pairs:
-            sums[definition] = EXACT.add(sums[definition], Decimal(amount))
+        amounts = rows.select("definitionId", "amount")  # summed in bulk, not row by row
         with self._lock:
             self.accepted += rows.height
             if self.keep_accepted:
                 self.accepted_rows.append(
                     rows.select(SOURCE_ROW, pl.lit(key, pl.String).alias("idempotencyKey"))
                 )
-            for definition, amount in sums.items():
-                self.points[definition] = EXACT.add(self.points[definition], amount)
+            self._unsummed.append(amounts)
+            self._unsummed_rows += amounts.height
             self._note(rows, seq)
+            full = self._unsummed_rows >= SUM_AT
+        if full:
+            self._sum()
+
+    @property
+    def points(self) -> dict[int, Decimal]:
+        """Accepted points per definition, summed exactly."""
+        self._sum()
+        with self._lock:
+            return dict(self._points)
+
+    def _sum(self) -> None:
+        """Add the amounts accepted since the last sum to the points (one sum at a time, so
+        that ``points`` sees every amount added before it was asked)."""
+        with self._summing:
+            with self._lock:
+                parts, self._unsummed, self._unsummed_rows = self._unsummed, [], 0
+            sums = _sums(pl.concat(parts)) if parts else {}
+            with self._lock:
+                for definition, amount in sums.items():
+                    self._points[definition] = EXACT.add(self._points[definition], amount)
 
     def _note(self, rows: pl.DataFrame, seq: int | None) -> None:
         if seq is not None and seq in self._open:
@@ -134,3 +157,18 @@ class Ledger:
         """Every refused row (sourceRow, stage, reason, idempotencyKey, the input's fields)."""
         frame = self.refused.frame()
         return pl.DataFrame(schema=REFUSED_SCHEMA) if frame is None else frame
+
+
+def _sums(amounts: pl.DataFrame) -> dict[int, Decimal]:
+    """Per definition, the exact sum of canonical decimal amounts (under 1e15 each): in
+    polars' 38-digit decimals, or one by one where a decimal has more places than they keep."""
+    places = amounts["amount"].str.split_exact(".", 1).struct.field("field_1").str.len_bytes()
+    if (places.max() or 0) > BULK_SCALE:  # type: ignore[operator]
+        sums: dict[int, Decimal] = defaultdict(Decimal)
+        for definition, amount in amounts.iter_rows():
+            sums[definition] = EXACT.add(sums[definition], Decimal(amount))
+        return sums
+    summed = amounts.group_by("definitionId").agg(
+        pl.col("amount").cast(pl.Decimal(38, BULK_SCALE)).sum()
+    )
+    return {int(d): Decimal(a) for d, a in summed.iter_rows()}

@@ -13,7 +13,7 @@ import structlog
 
 from pipeline.chunk import Batch, child_key
 from pipeline.engage import EngageClient
-from pipeline.errors import BatchInDoubtError, BatchRejectedError, EngageError
+from pipeline.errors import BatchInDoubtError, BatchRejectedError, EngageError, NotSentError
 from pipeline.journal import BatchRecord
 from pipeline.model import SOURCE_ROW
 from pipeline.post.ledger import Ledger, Refused
@@ -22,6 +22,7 @@ from pipeline.post.reconcile import find_applied
 
 log = structlog.get_logger("pipeline.post")
 SETTLED = ("done", "failed", "split", "reconciled")
+STOPPED = "not sent: the run was interrupted"
 IN_DOUBT = (
     "outcome unknown: an earlier run sent it and got no answer; re-run the same input to"
     " settle it (Engage applies its key at most once)"
@@ -133,31 +134,35 @@ class Poster:
     def _send(self, batch: Batch) -> None:
         assert self.client is not None, "a batch to send needs a client"
         started = time.perf_counter()
-        self.ledger.count_request()
-        bound = log.bind(batch=batch.label, key=batch.key, rows=batch.rows.height)
         record = self.resume.records.get((batch.seq, batch.part))
         in_doubt = record is not None and record.state == "sending"  # an earlier run's try
-        self.recorder.sending(batch)
         try:  # a BatchInDoubtError goes up: the batch stays in doubt, the run stops
-            result = self.client.post_transactions(batch.body, batch.key, in_doubt)
+            result = self.client.post_transactions(
+                batch.body, batch.key, in_doubt, lambda: self._leaving(batch)
+            )
+        except NotSentError:  # the run stopped while it waited for the rate limiter
+            self.ledger.settle(batch.rows, None, "unsent", STOPPED, batch.seq)
+            return
         except BatchRejectedError as exc:
-            bound.warning("batch refused", status=exc.status, latency_s=_since(started))
+            log.warning("batch refused", batch=batch.label, key=batch.key, status=exc.status,
+                        latency_s=_since(started))  # fmt: skip
             self._refused(batch, exc)
             return
         refused, unmatched = match_not_accepted(batch.rows, result)
         if unmatched:
             self.ledger.count_unmatched(unmatched)
-            bound.warning("not accepted rows match no row sent: counted accepted", count=unmatched)
+            log.warning("not accepted rows match no row sent: counted accepted",
+                        batch=batch.label, key=batch.key, count=unmatched)  # fmt: skip
         self.recorder.settled(batch, "done", result.status, refused, unmatched)
         self.ledger.refuse(batch.rows, batch.key, refused, batch.seq)
-        bound.info(
-            "batch posted",
-            status=result.status,
-            attempts=result.attempts,
-            latency_s=_since(started),
-            accepted=batch.rows.height - len(refused),
-            not_accepted=len(refused),
-        )
+        log.debug("batch posted", batch=batch.label, key=batch.key, rows=batch.rows.height,
+                  status=result.status, attempts=result.attempts, latency_s=_since(started),
+                  not_accepted=len(refused))  # fmt: skip
+
+    def _leaving(self, batch: Batch) -> None:
+        """The limiter let the batch's request go: durable before it is written."""
+        self.recorder.sending(batch)
+        self.ledger.count_request()
 
     def _refused(self, batch: Batch, exc: BatchRejectedError) -> None:
         if batch.rows.height == 1:

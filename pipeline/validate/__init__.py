@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.model import FIELDS, IDENTITY, KEPT, RAW, REASON, ROW_ID, SOURCE_ROW, encode
-from pipeline.validate.identity import identity
+from pipeline.validate.identity import identity, with_cr
 from pipeline.validate.parse import DATE_FIELDS, prepare
 from pipeline.validate.schema import Rules, describe, passing
 from pipeline.validate.seen import Seen
@@ -79,7 +79,7 @@ def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
             SOURCE_ROW,
             *_normalised(),
             *[pl.col(f).alias(RAW[f]) for f in KEPT],
-            identity(rules.id_column),
+            identity(rules.id_column, with_cr(frame)),
         )
     )
     failing = prepared.filter(~pl.col("_ok")).drop("_ok")

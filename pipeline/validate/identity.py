@@ -11,6 +11,8 @@ column names bring it back.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import polars as pl
 from polars_hash import NonCryptographicHashingNameSpace
 
@@ -18,19 +20,26 @@ from pipeline.model import IDENTITY, ROW_ID
 from pipeline.validate.parse import DATE_FIELDS
 
 SEPARATOR = "\x1f"  # a control character: validation lets none into the text fields
-CONTENT = ("_contactId", "_amount", "_definitionId", "source", "description")
+TEXTS = ("source", "description")
+CONTENT = ("_contactId", "_amount", "_definitionId", *TEXTS)
 
 
-def identity(id_column: str) -> pl.Expr:
-    """Each prepared row's identity (UInt64), as ``_identity``."""
+def identity(id_column: str, cr_in: Collection[str] = TEXTS) -> pl.Expr:
+    """Each prepared row's identity (UInt64), as ``_identity``. ``cr_in``: the text fields
+    that may hold a carriage return (the others need no line breaks made LF)."""
     if id_column:
         text = pl.lit("id" + SEPARATOR) + pl.col(ROW_ID).str.strip_chars()
     else:
         parts = [pl.col(name).cast(pl.String) for name in CONTENT]
-        parts[3:5] = [_line_breaks(pl.col(name)) for name in CONTENT[3:5]]
+        parts[3:5] = [_line_breaks(pl.col(n)) if n in cr_in else pl.col(n) for n in TEXTS]
         parts += [pl.col(f"_{name}").dt.epoch("us").cast(pl.String) for name in DATE_FIELDS]
         text = pl.concat_str([part.fill_null("") for part in parts], separator=SEPARATOR)
     return NonCryptographicHashingNameSpace(text).xxhash64().alias(IDENTITY)
+
+
+def with_cr(frame: pl.DataFrame) -> list[str]:
+    """The text fields of ``frame`` where a carriage return is (most files have none)."""
+    return [name for name in TEXTS if frame[name].str.contains("\r", literal=True).any()]
 
 
 def _line_breaks(text: pl.Expr) -> pl.Expr:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from collections.abc import Callable
 
@@ -13,6 +15,7 @@ from pipeline.errors import (
     BatchInDoubtError,
     BatchRejectedError,
     FatalEngageError,
+    NotSentError,
     TransientEngageError,
 )
 from pipeline.limits import RateLimiter
@@ -250,3 +253,74 @@ def test_paging_ends_when_engage_ignores_the_offset():
     with pytest.raises(FatalEngageError, match="same page"):
         client(handle).transactions("c", 1)
     assert len(asked) == 4
+
+
+def test_the_journal_hook_runs_after_the_limiter_grants_and_before_the_write():
+    """``leaving`` runs once, after the rate limiter's grant and before the request is
+    written: a batch queued behind the limiter is not yet in doubt."""
+    events: list[str] = []
+
+    class Limiter(RateLimiter):
+        def acquire(self, stopping: Callable[[], bool] = lambda: False) -> float | None:
+            events.append("granted")
+            return super().acquire(stopping)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        events.append("written")
+        return httpx.Response(202, json=OK) if len(events) > 3 else httpx.Response(503)
+
+    engage = client(handle)
+    engage._limiter = Limiter(1000)
+    engage.post_transactions(b"[]", "k", leaving=lambda: events.append("leaving"))
+    assert events == ["granted", "leaving", "written", "granted", "written"]
+
+
+def test_a_request_stopped_behind_the_limiter_is_not_sent():
+    """A stop while the request waits for the limiter: nothing written, NotSentError, and
+    the journal hook never runs; a batch an earlier run sent stays in doubt instead."""
+    seen: list[httpx.Request] = []
+    engage = client(lambda request: seen.append(request) or httpx.Response(202, json=OK))
+    engage._limiter = RateLimiter(1)
+    engage._limiter.acquire()  # the only slot of this second is taken
+    engage._stopping = lambda: True
+    hooked: list[bool] = []
+    with pytest.raises(NotSentError):
+        engage.post_transactions(b"[]", "k", leaving=lambda: hooked.append(True))
+    with pytest.raises(TransientEngageError):
+        engage.post_transactions(b"[]", "k", in_doubt=True)
+    assert seen == [] and hooked == []
+
+
+def test_the_limiter_counts_a_request_from_when_it_was_written():
+    """Over a real connection, the limiter is told when the body has been written."""
+    written: list[float] = []
+
+    class Limiter(RateLimiter):
+        def sent(self, stamp: float) -> None:
+            written.append(stamp)
+            super().sent(stamp)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(202)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    limiter = Limiter(100)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with EngageClient.connect(url, "k", limiter=limiter) as engage:
+            engage.post_transactions(b"[]", "k1")
+            engage.post_transactions(b"[]", "k2")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(written) == 2  # the grant stamps, each moved to when its body was written
+    assert all(at > stamp for at, stamp in zip(limiter._starts, written, strict=True))

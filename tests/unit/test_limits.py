@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from pipeline.limits import MARGIN_S, RateLimiter
 
 
@@ -85,3 +87,25 @@ def test_successes_climb_back_to_the_maximum():
     for _ in range(2000):
         lim.succeeded()
     assert lim.rate == 40
+
+
+def test_a_request_written_late_counts_from_when_it_was_written():
+    """Granted at 0 but written at 0.9 (a busy CPU): the request after the next one waits
+    for a second after it left, so the server never sees three in one second."""
+    lim, clock = limiter(2)
+    first = lim.acquire()
+    second = lim.acquire()
+    assert first is not None and second is not None
+    clock.now = 0.9
+    lim.sent(first)
+    third = lim.acquire()
+    assert third == pytest.approx(second + 1 + MARGIN_S)
+    assert lim.acquire() == pytest.approx(0.9 + 1 + MARGIN_S)
+
+
+def test_a_request_stopped_while_it_waits_gets_no_slot():
+    """A stop while waiting for a slot: None, and nothing is counted."""
+    lim = limiter(1)[0]
+    assert lim.acquire() is not None
+    assert lim.acquire(stopping=lambda: True) is None
+    assert len(lim._starts) == 1

@@ -12,10 +12,13 @@ import pytest
 
 from pipeline.chunk import chunk
 from pipeline.engage import EngageClient, RetryPolicy
+from pipeline.limits import RateLimiter
 from pipeline.model import FIELDS, PostResult
+from pipeline.post import ledger as ledger_module
 from pipeline.post import post
 from pipeline.post.ledger import Ledger
 from pipeline.post.match import match_not_accepted
+from pipeline.post.poster import STOPPED, NoRecorder
 from tests.unit.test_chunk import valid_rows
 
 OK = {"notAccepted": [], "errorMessages": [], "missingDefinitionIds": [], "missingContactIds": []}
@@ -236,3 +239,37 @@ def test_accepted_points_are_summed_exactly_at_any_scale():
     ledger.settle(rows, "k", None, None)
     assert ledger.points[1] == Decimal("123456789012345." + "0" * 14 + "1" + "0" * 135 + "1")
     assert ledger.accepted == 3
+
+
+def test_batches_stopped_behind_the_limiter_are_unsent_not_in_doubt():
+    """A stop while batches wait for the rate limiter: they never left, so their rows are
+    unsent (not in doubt), the journal never marks them sending, and no request is counted."""
+    seen: list[httpx.Request] = []
+    client = engage(lambda request: seen.append(request) or httpx.Response(202, json=OK))
+    client._limiter = RateLimiter(1)
+    client._limiter.acquire()  # this second's only slot is taken
+    client._stopping = lambda: True
+
+    class Recorder(NoRecorder):
+        def sending(self, batch) -> None:
+            raise AssertionError(f"batch {batch.label} marked sending")
+
+    posted = post(chunk(valid_rows(30), 10, "x"), client, recorder=Recorder(), concurrency=3)
+    assert seen == [] and posted.requests == 0 and posted.aborted is None
+    assert set(settled(posted).values()) == {(False, "unsent")}
+    assert set(posted.outcomes["reason"]) == {STOPPED}
+
+
+def test_points_are_summed_in_bulk_as_rows_are_accepted(monkeypatch):
+    """Amounts summed a few rows at a time (polars' decimals) and one by one (more places
+    than they keep) give the same exact points."""
+    monkeypatch.setattr(ledger_module, "SUM_AT", 4)
+    amounts = ["0.1", "0.2", "1." + "0" * 20 + "1", "7", "-0.3", "2.25", "1"] * 3
+    rows = valid_rows(len(amounts), amount=amounts, definitionId=[1, 2] * 10 + [1])
+    ledger = Ledger()
+    for start in range(0, rows.height, 3):
+        ledger.settle(rows.slice(start, 3), "k", None, None)
+    expected: dict[int, Decimal] = {}
+    for definition, amount in zip(rows["definitionId"], rows["amount"], strict=True):
+        expected[definition] = expected.get(definition, Decimal(0)) + Decimal(amount)
+    assert ledger.points == expected and ledger.accepted == rows.height

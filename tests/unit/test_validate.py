@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from pipeline.model import FIELDS, IDENTITY, JSON, RAW, ROW_ID
 from pipeline.validate import Rules, Seen, Validated, validate
-from pipeline.validate.parse import prepare
+from pipeline.validate.identity import identity, with_cr
+from pipeline.validate.parse import DATE_FIELDS, prepare
 from pipeline.validate.schema import passes, passing
 from tests.unit.test_validate_parse import frames
 
@@ -587,3 +588,18 @@ def test_line_breaks_in_a_text_do_not_change_the_identity():
     the same row with CRLF, CR or LF between them."""
     texts = ["two\r\nlines", "two\nlines", "two\rlines"]
     assert len(set(identities(*[{"description": text} for text in texts]))) == 1
+
+
+def test_texts_without_a_carriage_return_skip_the_line_break_pass():
+    """The identity of rows whose texts hold no CR is the same with or without making their
+    line breaks LF (the pass is skipped for them), and a CRLF text is its LF twin."""
+    frame = pl.DataFrame({
+        "_contactId": ["a", "a", "a"], "_amount": ["1", "1", "1"], "_definitionId": [1, 1, 1],
+        "source": ["s", "s", "s"], "description": ["one\ntwo", "one\r\ntwo", "x"],
+        **{f"_{d}": pl.Series([None] * 3, dtype=pl.Datetime("us", "UTC")) for d in DATE_FIELDS},
+    })  # fmt: skip
+    assert with_cr(frame) == ["description"]
+    full = frame.select(identity(""))[IDENTITY]
+    assert full[0] == full[1] != full[2]
+    lf_only = frame.slice(2).select(identity("", with_cr(frame.slice(2))))[IDENTITY]
+    assert lf_only[0] == full[2]
