@@ -38,10 +38,22 @@ class RateLimiter:
         self._next = 0.0  # the earliest the next request may start: even spacing
         self._paused_until = 0.0
         self._cond = threading.Condition()
+        self._turn = threading.Lock()  # held by the one thread waiting for the next slot
 
     def acquire(self, stopping: Callable[[], bool] = lambda: False) -> float | None:
         """Wait for a slot, then take it: its stamp, for ``sent``; None if ``stopping`` said
-        so first."""
+        so first. One thread at a time waits for the next slot; the others wait their turn
+        without waking up for each slot (on a small machine, a herd of waking threads costs
+        more than the requests)."""
+        while not self._turn.acquire(timeout=0.5):
+            if stopping():
+                return None
+        try:
+            return self._take(stopping)
+        finally:
+            self._turn.release()
+
+    def _take(self, stopping: Callable[[], bool]) -> float | None:
         with self._cond:
             while True:
                 now = self._clock()

@@ -24,7 +24,7 @@ from pipeline.load.formats import one_char, parquet_slices, parse_csv, parse_ndj
 from pipeline.load.source import Source, open_source
 
 CHUNK_BYTES = 8 << 20
-FIRST_PIECE = 256 << 10
+FIRST_PIECE = 1 << 20  # the first batches go out soon; bigger pieces follow
 
 __all__ = [
     "CHUNK_BYTES",

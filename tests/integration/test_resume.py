@@ -499,6 +499,7 @@ def test_an_error_mid_way_marks_the_import_aborted_and_a_rerun_completes(
     """An error while the input is read, after batches went out (here: the third piece can't
     be screened), leaves the import 'aborted' with the error, not 'running'; the re-run
     resumes and every row lands once."""
+    import pipeline.load
     import pipeline.plan
 
     sim = simulator()
@@ -508,6 +509,7 @@ def test_an_error_mid_way_marks_the_import_aborted_and_a_rerun_completes(
         for i in range(1, 6001)
     ]  # fmt: skip
     write_csv(tmp_path / "in.csv", rows)  # ~1.2 MB: pieces of 256 KiB, then 512 KiB, ...
+    monkeypatch.setattr(pipeline.load, "FIRST_PIECE", 256 << 10)
     screen, calls = pipeline.plan.screen, {"n": 0}
 
     def failing(*args: Any, **kwargs: Any) -> Any:
