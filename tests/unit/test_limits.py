@@ -100,7 +100,7 @@ def test_a_request_written_late_counts_from_when_it_was_written():
     lim.sent(first)
     third = lim.acquire()
     assert third == pytest.approx(second + 1 + MARGIN_S)
-    assert lim.acquire() == pytest.approx(0.9 + 1 + MARGIN_S)
+    assert lim.acquire() >= 0.9 + 1 + MARGIN_S  # a second after the first left
 
 
 def test_a_request_stopped_while_it_waits_gets_no_slot():
