@@ -128,7 +128,8 @@ def run_cmd(
     stopped (crash, signal, outage) goes on where it stopped; a finished import is not sent
     again.
     """
-    from pipeline.cli.run import ImportOptions, import_file
+    from pipeline.api import ImportOptions
+    from pipeline.cli.run import import_file
 
     cfg = _setup(config)
     options = ImportOptions(
@@ -173,7 +174,8 @@ def validate_cmd(
 
     The invalid rows go to the rejects report; exit 0 if every row is valid, else 3.
     """
-    from pipeline.cli.run import ImportOptions, import_file
+    from pipeline.api import ImportOptions
+    from pipeline.cli.run import import_file
 
     cfg = _setup(config)
     return import_file(

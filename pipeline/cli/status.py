@@ -97,7 +97,7 @@ def reconcile(
     cfg: Config, state_dir: Path, import_id: str, sample: int | None, env: dict[str, str]
 ) -> int:
     """Check that Engage holds every accepted row of the import exactly once."""
-    from pipeline.cli.run import open_client
+    from pipeline.api import open_client
 
     with Journal.open(state_dir, create=False) as journal:
         record = _record(journal, import_id)
