@@ -33,6 +33,23 @@ def app(debug: bool) -> None:
 
 
 _state: dict[str, bool] = {"debug": False}
+
+
+def _verbosity(command: Callable[..., int]) -> Callable[..., int]:
+    """``-v``/``-q``: a line per batch and every event, or errors and the outcome only."""
+    verbose = click.option("-v", "--verbose", is_flag=True,
+                           help="Show every event, down to a line per batch.")  # fmt: skip
+    quiet = click.option("-q", "--quiet", is_flag=True,
+                         help="Show errors and the one-line outcome only.")  # fmt: skip
+    return verbose(quiet(command))
+
+
+def _level(verbose: bool, quiet: bool) -> int:
+    if verbose and quiet:
+        raise click.UsageError("-v and -q can't go together")
+    return 1 if verbose else -1 if quiet else 0
+
+
 _input = click.argument("input", type=click.Path(path_type=Path))
 _config = click.option(
     "--config",
@@ -105,6 +122,7 @@ _state_dir = click.option(
 )
 @click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
 @click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
+@_verbosity
 def run_cmd(
     input: Path,
     config: Path | None,
@@ -121,6 +139,8 @@ def run_cmd(
     id_column: str | None,
     force: bool,
     yes: bool,
+    verbose: bool,
+    quiet: bool,
 ) -> int:
     """Import INPUT into Engage (ENGAGE_BASE_URL, ENGAGE_API_KEY).
 
@@ -131,7 +151,8 @@ def run_cmd(
     from pipeline.api import ImportOptions
     from pipeline.cli.run import import_file
 
-    cfg = _setup(config)
+    verbosity = _level(verbose, quiet)
+    cfg = _setup(config, verbosity)
     options = ImportOptions(
         rejects=rejects,
         summary=summary,
@@ -147,7 +168,7 @@ def run_cmd(
         force=force,
         confirm=_confirmer(yes),
     )
-    return import_file(cfg, input, options, dict(os.environ))
+    return import_file(cfg, input, options, dict(os.environ), quiet=verbosity < 0)
 
 
 def _confirmer(yes: bool) -> Callable[[str], bool]:
@@ -167,8 +188,14 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
 @_config
 @_rejects
 @_summary
+@_verbosity
 def validate_cmd(
-    input: Path, config: Path | None, rejects: Path | None, summary: Path | None
+    input: Path,
+    config: Path | None,
+    rejects: Path | None,
+    summary: Path | None,
+    verbose: bool,
+    quiet: bool,
 ) -> int:
     """Load and validate INPUT only, without network.
 
@@ -177,10 +204,10 @@ def validate_cmd(
     from pipeline.api import ImportOptions
     from pipeline.cli.run import import_file
 
-    cfg = _setup(config)
-    return import_file(
-        cfg, input, ImportOptions(rejects=rejects, summary=summary, dry_run=True), None
-    )
+    verbosity = _level(verbose, quiet)
+    cfg = _setup(config, verbosity)
+    options = ImportOptions(rejects=rejects, summary=summary, dry_run=True)
+    return import_file(cfg, input, options, None, quiet=verbosity < 0)
 
 
 @app.command("status")
@@ -289,11 +316,11 @@ def _demo_config() -> Path | None:
     return None
 
 
-def _setup(config_path: Path | None) -> Config:
+def _setup(config_path: Path | None, verbosity: int = 0) -> Config:
     from pipeline import logs
 
     cfg = load_config(config_path)
-    logs.configure(cfg.logging.level, cfg.logging.format)
+    logs.configure(cfg.logging.level, cfg.logging.format, verbosity=verbosity)
     return cfg
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import structlog
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -80,11 +81,16 @@ class _Bar(_Counts):
 
 
 @contextmanager
-def progress_display() -> Iterator[RunProgress]:
+def progress_display(quiet: bool = False) -> Iterator[RunProgress]:
+    """A bar on a terminal (on stderr, with the logs), progress lines otherwise; nothing when
+    ``quiet``."""
+    if quiet:
+        yield RunProgress()
+        return
     if not sys.stderr.isatty():
         yield _Logged()
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         yield _Bar(bar)

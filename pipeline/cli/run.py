@@ -25,18 +25,22 @@ SAMPLE = "transactions.csv"
 
 
 def import_file(
-    cfg: Config, input: Path, options: ImportOptions, env: dict[str, str] | None
+    cfg: Config,
+    input: Path,
+    options: ImportOptions,
+    env: dict[str, str] | None,
+    quiet: bool = False,
 ) -> int:
     """Run one import through the API, with signals, the progress display and the outcome on
-    stderr; ``env=None`` means no network at all."""
+    stderr (``quiet``: the one-line outcome only); ``env=None`` means no network at all."""
     options = with_report_paths(options, input)
     stop = threading.Event()
-    with _graceful(stop), progress_display() as progress:
+    with _graceful(stop), progress_display(quiet) as progress:
         result = import_report(cfg, input, options, env, stop, progress)
     try:
         write_reports(result, options)
     finally:  # the outcome is told, written or not
-        _tell(result, options.rejects)
+        _tell(result, options.rejects, quiet)
     return result.exit_code
 
 
@@ -65,7 +69,11 @@ def _graceful(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _tell(result: RunReport, rejects: Path | None) -> None:
+def _tell(result: RunReport, rejects: Path | None, quiet: bool) -> None:
+    if quiet:
+        where = f" (see {rejects})" if result.rejects and result.rejects.height else ""
+        print(f"points-import: {result.message}{where}", file=sys.stderr)
+        return
     report.render(result.summary, sys.stderr)
     print(f"points-import: {result.message}", file=sys.stderr)
     if result.rejects is not None and result.rejects.height and rejects is not None:
