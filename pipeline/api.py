@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline import report
+from pipeline import metrics, notify, report
 from pipeline.config import Config, load_config, resolve_timezone
 from pipeline.credentials import Credentials, credentials_from_env
 from pipeline.engage import EngageClient, RetryPolicy
-from pipeline.errors import EXIT_ABORTED, ConfigError, PipelineError
+from pipeline.errors import EXIT_ABORTED, EXIT_OK, ConfigError, PipelineError
 from pipeline.journal import Journal
 from pipeline.limits import RateLimiter
 from pipeline.runner import Progress, RunReport, RunSettings, run
@@ -98,6 +98,7 @@ class ImportOptions:
     id_column: str | None = None
     force: bool = False
     confirm: Callable[[str], bool] = field(default=lambda message: False)
+    metrics_file: Path | None = None
 
 
 def run_import(
@@ -116,6 +117,7 @@ def run_import(
     max_rps: float | None = None,
     allow_twins: bool | None = None,
     id_column: str | None = None,
+    metrics_file: str | Path | None = None,
     env: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
 ) -> Summary:
@@ -137,12 +139,65 @@ def run_import(
         max_rps=max_rps,
         allow_twins=allow_twins,
         id_column=id_column,
+        metrics_file=_path(metrics_file),
     )
     environ = None if offline else dict(os.environ if env is None else env)
-    options = with_report_paths(options, Path(input))
-    result = import_report(cfg, Path(input), options, environ, stop or threading.Event())
-    write_reports(result, options)
-    return summarized(result)
+    return summarized(execute(cfg, Path(input), options, environ, stop or threading.Event()))
+
+
+def execute(
+    cfg: Config,
+    input: Path,
+    options: ImportOptions,
+    env: dict[str, str] | None,
+    stop: threading.Event,
+    progress: Progress | None = None,
+    tell: Callable[[RunReport], None] = lambda result: None,
+) -> RunReport:
+    """Run one import, write its reports, ``tell`` its outcome (written or not), record its
+    metrics and send the notifications its outcome calls for (a failure too, then raised)."""
+    options = with_report_paths(options, input)
+    try:
+        result = import_report(cfg, input, options, env, stop, progress)
+    except Exception as exc:
+        _outcome(cfg, options, None, getattr(exc, "exit_code", EXIT_ABORTED), _said(exc))
+        raise
+    failed: Exception | None = None
+    try:
+        write_reports(result, options)
+    except Exception as exc:
+        failed = exc
+        raise
+    finally:
+        (progress or Progress()).finished()
+        tell(result)
+        code = getattr(failed, "exit_code", EXIT_ABORTED) if failed else result.exit_code
+        _outcome(cfg, options, result.summary, code, _said(failed) if failed else result.message)
+    return result
+
+
+def _outcome(
+    cfg: Config, options: ImportOptions, summary: dict[str, Any] | None, code: int, said: str
+) -> None:
+    """The metrics, and a notification unless every row is in (exit 0)."""
+    try:
+        file = options.metrics_file or cfg.metrics.file
+        metrics.record(summary, code, file, cfg.metrics.pushgateway, cfg.metrics.job)
+    except Exception as exc:  # a metrics sink down is no reason to fail an import
+        _log().warning("metrics not recorded", error=" ".join(str(exc).split()))
+    if code != EXIT_OK:
+        urls = [*cfg.alerts.notify, *os.environ.get(cfg.alerts.notify_env, "").split()]
+        notify.notify(urls, *notify.message(summary, said, code))
+
+
+def _said(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("pipeline.api")
 
 
 def with_report_paths(options: ImportOptions, input: Path) -> ImportOptions:
@@ -184,12 +239,22 @@ def import_report(
     creds = _credentials(cfg, env, options.dry_run)
     client = open_client(cfg, creds, stop) if creds else None
     journal = Journal.open(cfg.journal.state_dir) if client and not options.dry_run else None
+    if journal is not None and in_container() and _on_root_filesystem(cfg.journal.state_dir):
+        _log().warning(
+            "the journal is on the container's own filesystem: it is lost with the container,"
+            " and a re-run can then neither resume this import nor know the rows it landed;"
+            " put the state folder on a volume (the image's /data, a PersistentVolumeClaim)",
+            state_dir=str(cfg.journal.state_dir),
+        )
     try:
-        return run(settings, client, stop.is_set, journal, progress or Progress())
+        result = run(settings, client, stop.is_set, journal, progress or Progress())
     finally:
         for closing in (client, journal):
             if closing is not None:
                 closing.close()
+    if client is not None:
+        result.summary.update(retries=client.retries, throttled=client.throttled)
+    return result
 
 
 def write_reports(result: RunReport, options: ImportOptions) -> None:
@@ -216,6 +281,17 @@ def open_client(
         limiter=limiter,
         connections=cfg.engage.concurrency,
     )
+
+
+def in_container() -> bool:
+    return Path("/.dockerenv").exists() or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _on_root_filesystem(folder: Path) -> bool:
+    try:
+        return os.stat(folder).st_dev == os.stat("/").st_dev
+    except OSError:
+        return False
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -282,9 +358,7 @@ def _credentials(cfg: Config, env: dict[str, str] | None, dry_run: bool) -> Cred
     if env is None:
         return None
     if dry_run and not env.get(cfg.engage.base_url_env):
-        import structlog
-
-        structlog.get_logger("pipeline.api").warning(
+        _log().warning(
             "dry run without Engage: point definitions are not checked",
             variable=cfg.engage.base_url_env,
         )

@@ -70,6 +70,21 @@ class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, else JSON
 
 
+class AlertConfig(Section):
+    # rows rejected (by validation or by Engage) a run may have and still exit 0, as a share of
+    # the rows read; above it, exit 3. 0: any rejected row is exit 3. Rows held back, a file
+    # that changed while read and stopped runs are never tolerated.
+    max_rejected_share: float = Field(0.0, ge=0, le=1)
+    notify: list[str] = []  # apprise URLs told when a run fails or crosses the threshold
+    notify_env: str = "POINTS_IMPORT_NOTIFY"  # variable with more URLs (secrets), space-separated
+
+
+class MetricsConfig(Section):
+    file: Path | None = None  # Prometheus text file (node_exporter's textfile collector)
+    pushgateway: str = ""  # a Pushgateway's URL, for CronJobs; "" = none
+    job: str = "points_import"  # the Pushgateway's job label
+
+
 class Config(Section):
     engage: EngageConfig = EngageConfig()
     input: InputConfig = InputConfig()
@@ -79,6 +94,8 @@ class Config(Section):
     retry: RetryConfig = RetryConfig()
     journal: JournalConfig = JournalConfig()
     logging: LogConfig = LogConfig()
+    alerts: AlertConfig = AlertConfig()
+    metrics: MetricsConfig = MetricsConfig()
     simulator: SimulatorConfig = SimulatorConfig()
 
     @field_validator("columns")

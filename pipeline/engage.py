@@ -69,6 +69,9 @@ class EngageClient:
         self._sleep = sleep
         self._stopping = stopping
         self._limiter = limiter
+        self.retries = 0  # attempts after the first, over every request
+        self.throttled = 0  # 429 answers
+        self._counting = threading.Lock()
 
     @classmethod
     def connect(
@@ -220,8 +223,17 @@ class EngageClient:
 
     def _retrying(self, once: Callable[[], T], key: str | None) -> tuple[T, int]:
         retrying = retry_policy(self._retry, self._sleep, key, self._stopping)
-        result = retrying(once)
-        return result, int(retrying.statistics.get("attempt_number", 1))
+        try:
+            return retrying(once), self._attempts(retrying)
+        except BaseException:
+            self._attempts(retrying)
+            raise
+
+    def _attempts(self, retrying: tenacity.Retrying) -> int:
+        attempts = int(retrying.statistics.get("attempt_number", 1))
+        with self._counting:
+            self.retries += attempts - 1
+        return attempts
 
     def _send(
         self,
@@ -248,6 +260,9 @@ class EngageClient:
             raise TransientEngageError(
                 f"{method} {path} failed: {exc or type(exc).__name__}"
             ) from exc
+        if response.status_code == 429:
+            with self._counting:
+                self.throttled += 1
         if self._limiter is not None:
             self._pace(response)
         _raise_for_status(response, f"{method} {path}")

@@ -90,6 +90,9 @@ class Progress:
     def batch_done(self, batch: Batch) -> None:
         pass
 
+    def finished(self) -> None:
+        """The run is over (a live display makes way for the outcome)."""
+
 
 def run(
     settings: RunSettings,
@@ -440,7 +443,7 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
         )
     changed = plan.source.changed()
     appended = changed and plan.source.earlier_part([(plan.source.size, plan.source.sha256)])
-    code, status = _outcome(settings, posted, rejects, changed)
+    code, status = _outcome(settings, posted, rejects, changed, tally.held, read)
     by_stage = rejects.by_stage()
     return {
         "import_id": plan.import_id,
@@ -473,14 +476,25 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
 
 
 def _outcome(
-    settings: RunSettings, posted: Posted, rejects: report.Rejects, changed: bool
+    settings: RunSettings,
+    posted: Posted,
+    rejects: report.Rejects,
+    changed: bool,
+    held: int,
+    read: int,
 ) -> tuple[int, str]:
     if posted.interrupted:
         return EXIT_ABORTED, "interrupted"
     if posted.aborted is not None:
         return EXIT_ABORTED, "aborted"
-    code = EXIT_REJECTS if rejects.height or posted.unmatched or changed else EXIT_OK
-    return code, "dry run" if settings.dry_run else "completed"
+    rejected = rejects.height - held
+    tolerated = rejected <= settings.config.alerts.max_rejected_share * read
+    look = (rejected and not tolerated) or held or posted.unmatched or changed
+    if rejected and tolerated:
+        log.warning("rows rejected, within [alerts] max_rejected_share: exit 0", rows=rejected,
+                    share=round(rejected / read, 6),
+                    max_share=settings.config.alerts.max_rejected_share)  # fmt: skip
+    return EXIT_REJECTS if look else EXIT_OK, "dry run" if settings.dry_run else "completed"
 
 
 def _message(summary: dict[str, Any]) -> str:

@@ -69,6 +69,12 @@ _summary = click.option(
 )
 
 
+_metrics_file = click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path),
+    help="Write the run's metrics here, for node_exporter's textfile collector "
+    "[default: from config, none].",
+)
 _state_dir = click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -122,6 +128,7 @@ _state_dir = click.option(
 )
 @click.option("--force", is_flag=True, help="Send a finished import again, under new keys.")
 @click.option("--yes", is_flag=True, help="Confirm --force without asking (needed off a terminal).")
+@_metrics_file
 @_verbosity
 def run_cmd(
     input: Path,
@@ -139,6 +146,7 @@ def run_cmd(
     id_column: str | None,
     force: bool,
     yes: bool,
+    metrics_file: Path | None,
     verbose: bool,
     quiet: bool,
 ) -> int:
@@ -167,6 +175,7 @@ def run_cmd(
         id_column=id_column,
         force=force,
         confirm=_confirmer(yes),
+        metrics_file=metrics_file,
     )
     return import_file(cfg, input, options, dict(os.environ), quiet=verbosity < 0)
 
@@ -188,12 +197,14 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
 @_config
 @_rejects
 @_summary
+@_metrics_file
 @_verbosity
 def validate_cmd(
     input: Path,
     config: Path | None,
     rejects: Path | None,
     summary: Path | None,
+    metrics_file: Path | None,
     verbose: bool,
     quiet: bool,
 ) -> int:
@@ -206,7 +217,9 @@ def validate_cmd(
 
     verbosity = _level(verbose, quiet)
     cfg = _setup(config, verbosity)
-    options = ImportOptions(rejects=rejects, summary=summary, dry_run=True)
+    options = ImportOptions(
+        rejects=rejects, summary=summary, dry_run=True, metrics_file=metrics_file
+    )
     return import_file(cfg, input, options, None, quiet=verbosity < 0)
 
 

@@ -79,6 +79,9 @@ class _Bar(_Counts):
         described = f"{self.batches} batches, {self.rate():,.0f} rows/s"
         self.bar.update(self.task, completed=self.settled, description=described)
 
+    def finished(self) -> None:
+        self.bar.stop()
+
 
 @contextmanager
 def progress_display(quiet: bool = False) -> Iterator[RunProgress]:

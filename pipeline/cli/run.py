@@ -14,7 +14,7 @@ from types import FrameType
 import structlog
 
 from pipeline import report
-from pipeline.api import ImportOptions, import_report, with_report_paths, write_reports
+from pipeline.api import ImportOptions, execute, with_report_paths
 from pipeline.cli.progress import progress_display
 from pipeline.config import Config
 from pipeline.errors import EXIT_ABORTED, EXIT_OK, EXIT_REJECTS, ConfigError
@@ -36,11 +36,8 @@ def import_file(
     options = with_report_paths(options, input)
     stop = threading.Event()
     with _graceful(stop), progress_display(quiet) as progress:
-        result = import_report(cfg, input, options, env, stop, progress)
-    try:
-        write_reports(result, options)
-    finally:  # the outcome is told, written or not
-        _tell(result, options.rejects, quiet)
+        result = execute(cfg, input, options, env, stop, progress,
+                         lambda result: _tell(result, options.rejects, quiet))  # fmt: skip
     return result.exit_code
 
 
