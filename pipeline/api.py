@@ -284,7 +284,9 @@ def open_client(
 
 
 def in_container() -> bool:
-    return Path("/.dockerenv").exists() or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    """In a Kubernetes pod, whose own filesystem goes with it (the image's /data is a
+    volume under Docker already)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 def _on_root_filesystem(folder: Path) -> bool:

@@ -11,7 +11,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.model import FIELDS
@@ -35,10 +35,23 @@ class EngageConfig(Section):
 
 
 class InputConfig(Section):
-    format: Literal["auto", "csv", "tsv", "parquet", "ndjson"] = "auto"
+    format: Literal["auto", "csv", "tsv", "parquet", "ndjson", "excel"] = "auto"
     delimiter: str = "auto"  # "auto" sniffs , ; tab | from the header line
     timezone: str = ""  # IANA name for values without offset; "" = this machine's
     id_column: str = ""  # a column with the source's transaction id: each row's identity
+    encoding: str = "utf-8"  # of text files: cp1252, latin-1, utf-16, ... (made UTF-8 on reading)
+    decimal_separator: Literal[".", ","] = "."  # in amounts
+    thousands_separator: Literal["", ".", ",", " ", "'", "\u00a0", "\u202f"] = ""  # in amounts
+    date_formats: list[str] = []  # strftime formats tried in order, e.g. "%d.%m.%Y %H:%M"
+
+    @model_validator(mode="after")
+    def _separators_differ(self) -> InputConfig:
+        if self.thousands_separator == self.decimal_separator:
+            raise ValueError("thousands_separator and decimal_separator must differ")
+        for fmt in self.date_formats:
+            if "%" not in fmt:
+                raise ValueError(f"date format {fmt!r} has no % directive, e.g. %d.%m.%Y")
+        return self
 
 
 class ValidationConfig(Section):

@@ -179,4 +179,7 @@ class Plan:
             max_description_length=v.max_description_length,
             definition_ids=known,
             id_column=self.config.input.id_column,
+            decimal_separator=self.config.input.decimal_separator,
+            thousands_separator=self.config.input.thousands_separator,
+            date_formats=tuple(self.config.input.date_formats),
         )

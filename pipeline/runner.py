@@ -104,7 +104,9 @@ def run(
     """Import ``settings.input`` through ``client`` (None: validate only, no network)."""
     started, clock = datetime.now(UTC), time.perf_counter()
     progress = progress or Progress()
-    with open_source(settings.input, settings.config.input.format) as source:
+    with open_source(
+        settings.input, settings.config.input.format, settings.config.input.encoding
+    ) as source:
         if journal is not None and not settings.import_id:
             source, continued = grown(journal, source, settings.input, settings.config)
             settings = replace(settings, continues=continued)
@@ -402,7 +404,9 @@ class _JournalRecorder:
 
 def settled(settings: RunSettings, journal: Journal) -> tuple[pl.DataFrame, Posted]:
     """An import's valid rows and what its journal says became of them, sending nothing."""
-    with open_source(settings.input, settings.config.input.format) as source:
+    with open_source(
+        settings.input, settings.config.input.format, settings.config.input.encoding
+    ) as source:
         import_id = settings.import_id or source.sha256[:16]
         record, source = _record(journal, import_id, source, settings)
         if record is None:

@@ -20,7 +20,14 @@ from typing import BinaryIO
 import polars as pl
 
 from pipeline.load.columns import canonical_columns, number_rows
-from pipeline.load.formats import one_char, parquet_slices, parse_csv, parse_ndjson, sniff_delimiter
+from pipeline.load.formats import (
+    excel_rows,
+    one_char,
+    parquet_slices,
+    parse_csv,
+    parse_ndjson,
+    sniff_delimiter,
+)
 from pipeline.load.source import Source, open_source
 
 CHUNK_BYTES = 8 << 20
@@ -65,6 +72,8 @@ def read_chunks(
     with an ``id_column``, its values as ``_rowId``."""
     if source.format == "parquet":
         raws = parquet_slices(source.data, source.path, max(1, chunk_bytes // 128))
+    elif source.format == "excel":
+        raws = excel_rows(source.data, source.path)
     elif source.format == "ndjson":
         raws = (parse_ndjson(piece) for piece in _pieces(source, chunk_bytes, quoted=False))
     else:
@@ -86,6 +95,8 @@ def _csv_frames(source: Source, delimiter: str, chunk_bytes: int) -> Iterator[pl
         sep = "\t" if source.format == "tsv" else sniff_delimiter(header)
     else:
         sep = one_char(delimiter)
+        if sep.encode() not in header:  # a rejects report fed back: "," whatever the input had
+            sep = sniff_delimiter(header)
     first = True
     for piece in pieces:
         first = False

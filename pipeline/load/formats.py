@@ -237,6 +237,24 @@ def parquet_slices(path: Path, shown: Path, rows: int) -> Iterator[pl.DataFrame]
         raise InputError(f"{shown} is not a readable Parquet file: {_first_line(exc)}") from exc
 
 
+def excel_rows(path: Path, shown: Path) -> Iterator[pl.DataFrame]:
+    """The first sheet of a workbook (.xlsx, .xlsm, .xls, .ods), every cell as its text:
+    numbers as Excel shows them to a reader (12.5; a whole number without .0; Excel keeps 15
+    digits), dates as ISO date-times, in the configured zone. Read whole: a sheet holds at
+    most about a million rows."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # a library's own deprecations are not the run's
+            warnings.simplefilter("ignore", DeprecationWarning)
+            frame = pl.read_excel(path, engine="calamine", infer_schema_length=0)
+    except ModuleNotFoundError as exc:  # fastexcel: a dependency, unless someone removed it
+        raise InputError(f"{shown}: reading Excel needs the fastexcel package ({exc})") from exc
+    except Exception as exc:  # calamine's errors are not polars'
+        raise InputError(f"{shown} is not a readable Excel workbook: {_first_line(exc)}") from exc
+    yield _with_load_errors(_as_text(frame))
+
+
 def _as_text(frame: pl.DataFrame) -> pl.DataFrame:
     """Every column as text; nested values become their JSON text (and fail validation); a
     whole number stored as a float is written as one (100, not 100.0: pandas stores a column

@@ -1,11 +1,14 @@
 """The input as a whole, read once before any row is: its SHA-256 (the import's default
 identity), its format, and the checks that make a file unreadable as a whole — missing,
-empty, binary, not UTF-8, a broken gzip — so that no row of such a file is ever sent.
-A gzipped input is decompressed, on the way, into a temporary file the readers stream from.
+empty, binary, not in its encoding, a broken gzip — so that no row of such a file is ever
+sent. A gzipped input is decompressed, and text in another encoding than UTF-8 (``[input]
+encoding``, or UTF-16 with its byte order mark) made UTF-8, on the way, into a temporary file
+the readers stream from.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import tempfile
@@ -23,10 +26,12 @@ from pipeline.errors import ConfigError, InputError
 BLOCK = 8 << 20
 HEAD = 64 << 10  # how much of the start decides the format and the binary check
 BOM = b"\xef\xbb\xbf"
-FORMATS = ("csv", "tsv", "ndjson", "parquet")
+FORMATS = ("csv", "tsv", "ndjson", "parquet", "excel")
+BINARY = ("parquet", "excel")  # not text: no encoding, no line checks
 EXTENSIONS = {
     ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet",
     ".pq": "parquet", ".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson",
+    ".xlsx": "excel", ".xlsm": "excel", ".xls": "excel", ".ods": "excel",
 }  # fmt: skip
 
 
@@ -58,7 +63,7 @@ class Source:
         as stored now, are those hashed, ending where a row ends (at a line break): what an
         earlier import read of it, before rows were appended. One pass over the file. Never
         for a compressed file or Parquet."""
-        if self.data != self.path or self.format == "parquet":
+        if self.data != self.path or self.format in BINARY:
             return None
         try:
             now = self.path.stat().st_size
@@ -83,7 +88,7 @@ class Source:
 
 
 @contextmanager
-def open_source(path: Path, fmt: str = "auto") -> Iterator[Source]:
+def open_source(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> Iterator[Source]:
     """Check ``path`` whole and yield it as a Source; a temporary copy is removed after."""
     if fmt not in ("auto", *FORMATS):
         raise ConfigError(f"input format must be auto, {', '.join(FORMATS)}; not {fmt!r}")
@@ -92,12 +97,17 @@ def open_source(path: Path, fmt: str = "auto") -> Iterator[Source]:
     try:
         with _opened(path) as raw:
             before = os.fstat(raw.fileno())
-            copy = _read(raw, path, scan)
+            try:
+                copy = _read(raw, path, scan, encoding, fmt)
+            except _IsUtf8:  # a rejects report fed back, say: UTF-8, whatever the input was
+                raw.seek(0)
+                scan = _Scan()
+                copy = _read(raw, path, scan, "utf-8", fmt)
         fmt = _detect(path, scan.head) if fmt == "auto" else fmt
-        if fmt != "parquet":
+        if fmt not in BINARY:
             scan.check_text(path)
         sha256, size = scan.sha256.hexdigest(), scan.size
-        if copy is None and fmt != "parquet":
+        if copy is None and fmt not in BINARY:
             sha256, size = scan.whole_rows(path)
         yield Source(
             path,
@@ -128,25 +138,133 @@ def _opened(path: Path) -> Iterator[BinaryIO]:
         yield handle
 
 
-def _read(raw: BinaryIO, path: Path, scan: _Scan) -> Path | None:
-    """Feed every block to ``scan``; a gzip is inflated into a temporary file, returned."""
+def _read(raw: BinaryIO, path: Path, scan: _Scan, encoding: str, fmt: str) -> Path | None:
+    """Feed every block to ``scan``; a gzip is inflated, and text in another encoding made
+    UTF-8, into a temporary file, returned."""
     first = raw.read(BLOCK)
-    if not first.startswith(b"\x1f\x8b"):
+    gzipped = first.startswith(b"\x1f\x8b")
+    binary = (fmt if fmt != "auto" else _detect(path, first[:HEAD])) in BINARY
+    recode = None if binary else _Recoder.of(encoding, path, first if not gzipped else None)
+    if not gzipped and recode is None:
         for block in _blocks(raw, first):
             scan.stored(block)
             scan.feed(block)
         return None
     fd, name = tempfile.mkstemp(prefix="points-import-", suffix=".in")
-    with os.fdopen(fd, "wb") as out:
-        try:
-            _inflate(_blocks(raw, first), scan, out)
-        except zlib.error as exc:
-            Path(name).unlink(missing_ok=True)
-            raise InputError(f"{path} is a broken gzip file: {exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write = _Writer(scan, out, recode)
+            if gzipped:
+                _inflate(_blocks(raw, first), scan, write)
+            else:
+                for block in _blocks(raw, first):
+                    scan.stored(block)
+                    write(block)
+            write.close()
+    except zlib.error as exc:
+        Path(name).unlink(missing_ok=True)
+        raise InputError(f"{path} is a broken gzip file: {exc}") from None
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
     return Path(name)
 
 
-def _inflate(blocks: Iterator[bytes], scan: _Scan, out: BinaryIO) -> None:
+class _Writer:
+    """Text on its way to the temporary copy: recoded when it must be, then scanned."""
+
+    def __init__(self, scan: _Scan, out: BinaryIO, recode: _Recoder | None) -> None:
+        self.scan, self.out, self.recode = scan, out, recode
+
+    def __call__(self, data: bytes) -> None:
+        if (
+            self.recode is None
+            and data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+            and (self.scan.size == 0)
+        ):
+            self.recode = _Recoder.of("utf-8", Path("?"), data)  # a gzipped UTF-16 file
+        text = self.recode(data) if self.recode else data
+        self.scan.feed(text)
+        self.out.write(text)
+
+    def close(self) -> None:
+        if self.recode is not None:
+            tail = self.recode(b"", final=True)
+            self.scan.feed(tail)
+            self.out.write(tail)
+
+
+class _IsUtf8(Exception):
+    """Declared in a one-byte encoding, the text is UTF-8 with accents: read as UTF-8."""
+
+
+class _Recoder:
+    """Text in ``encoding`` as UTF-8, block by block; bytes that are not ``encoding`` are an
+    ``InputError`` naming the line. A file declared in a one-byte encoding (cp1252, latin-1)
+    that is UTF-8 with accents (a rejects report fed back, say) is read as UTF-8: read as
+    declared, it would be mojibake (ö as Ã¶), and such bytes are almost never cp1252 text."""
+
+    def __init__(self, encoding: str, path: Path) -> None:
+        self.encoding, self.path = encoding, path
+        self.decoder = codecs.getincrementaldecoder(encoding)("strict")
+        self.one_byte = _one_byte(encoding)
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("strict") if self.one_byte else None
+        self.accents = False
+        self.line = 1
+
+    @classmethod
+    def of(cls, encoding: str, path: Path, first: bytes | None) -> _Recoder | None:
+        """The recoder ``encoding`` needs (None for UTF-8); a UTF-16 byte order mark makes
+        UTF-16 text of any file."""
+        name = _codec(encoding)
+        if first is not None and first[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            name = "utf-16"  # its byte order mark says so, whatever the config guessed
+        return None if name == "utf-8" else cls(name, path)
+
+    def __call__(self, data: bytes, final: bool = False) -> bytes:
+        try:
+            text = self.decoder.decode(data, final)
+        except UnicodeDecodeError as exc:
+            line = self.line + data[: exc.start].decode(self.encoding, "replace").count("\n")
+            raise InputError(
+                f"{self.path} is not {self.encoding} text: byte 0x{exc.object[exc.start]:02x}"
+                f" on line {line} can't be read; check [input] encoding"
+            ) from None
+        self.line += text.count("\n")
+        self._check_not_utf8(data, final)
+        return text.encode("utf-8")
+
+    def _check_not_utf8(self, data: bytes, final: bool) -> None:
+        if self.utf8 is None:
+            return
+        self.accents = self.accents or not data.isascii()
+        try:
+            self.utf8.decode(data, final)
+        except UnicodeDecodeError:
+            self.utf8 = None  # not UTF-8: the declared encoding stands
+            return
+        if final and self.accents:
+            raise _IsUtf8
+
+
+def _codec(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise ConfigError(
+            f"unknown [input] encoding {encoding!r}; e.g. utf-8, cp1252, utf-16"
+        ) from None
+
+
+def _one_byte(encoding: str) -> bool:
+    """Whether every byte is a character of its own (cp1252, latin-1; not UTF-16, Shift JIS)."""
+    try:
+        return len(codecs.getincrementaldecoder(encoding)().decode(b"\xe4")) == 1
+    except UnicodeDecodeError:
+        return False
+
+
+def _inflate(blocks: Iterator[bytes], scan: _Scan, write: _Writer) -> None:
     """Every member of a gzip file (``cat a.gz b.gz``, pigz and bgzip make several), in turn;
     zero bytes after a member are padding."""
     inflate: Any = zlib.decompressobj(wbits=31)  # None between members
@@ -159,9 +277,7 @@ def _inflate(blocks: Iterator[bytes], scan: _Scan, out: BinaryIO) -> None:
                 if not data:
                     break
                 inflate = zlib.decompressobj(wbits=31)
-            text = inflate.decompress(data)
-            scan.feed(text)
-            out.write(text)
+            write(inflate.decompress(data))
             if not inflate.eof:
                 break
             data, inflate = inflate.unused_data, None
@@ -247,8 +363,8 @@ class _Scan:
         if self.bad_utf8 is not None:
             offset, byte = self.bad_utf8
             raise InputError(
-                f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {offset});"
-                " convert it first, e.g. iconv -f latin1 -t utf-8"
+                f"{path} is not UTF-8 text (byte 0x{byte:02x} at offset {offset}); set its"
+                ' encoding, e.g. [input] encoding = "cp1252" for a Windows export'
             )
 
 
@@ -277,4 +393,6 @@ def _detect(path: Path, head: bytes) -> str:
         return EXTENSIONS[suffixes[-1]]
     if head.startswith(b"PAR1"):
         return "parquet"
+    if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):  # zip (xlsx, ods), OLE (xls)
+        return "excel"
     return "ndjson" if head.lstrip(BOM + b" \t\r\n").startswith(b"{") else "csv"

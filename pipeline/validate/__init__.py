@@ -18,8 +18,9 @@ import polars as pl
 
 from pipeline.model import FIELDS, IDENTITY, KEPT, RAW, REASON, ROW_ID, SOURCE_ROW, encode
 from pipeline.validate.identity import identity, with_cr
+from pipeline.validate.local import localised
 from pipeline.validate.parse import DATE_FIELDS, prepare
-from pipeline.validate.schema import Rules, describe, passing
+from pipeline.validate.schema import Rules, as_written, describe, passing
 from pipeline.validate.seen import Seen
 
 __all__ = [
@@ -70,6 +71,7 @@ def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
     normalising means the same identity). Pieces can be screened in parallel."""
     if ROW_ID not in frame.columns:  # not read by load: no id column
         frame = frame.with_columns(pl.lit(None, pl.String).alias(ROW_ID))
+    frame = localised(frame, rules.decimal_separator, rules.thousands_separator, rules.date_formats)
     prepared = prepare(frame, rules.timezone)
     prepared = prepared.with_columns(passing(prepared, rules))
     normal = (
@@ -78,7 +80,7 @@ def screen(frame: pl.DataFrame, rules: Rules) -> Checked:
         .select(
             SOURCE_ROW,
             *_normalised(),
-            *[pl.col(f).alias(RAW[f]) for f in KEPT],
+            *[text.alias(RAW[f]) for f, text in zip(KEPT, as_written(frame.columns), strict=True)],
             identity(rules.id_column, with_cr(frame)),
         )
     )

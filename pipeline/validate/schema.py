@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import polars as pl
 
 from pipeline.model import FIELDS, KEPT, LOAD_ERROR, REASON, ROW_ID, SOURCE_ROW
+from pipeline.validate.local import original
 from pipeline.validate.parse import DATE_FIELDS
 
 if TYPE_CHECKING:  # pandera is imported only when a row fails: a clean run needs no time for it
@@ -48,6 +49,9 @@ class Rules:
     max_description_length: int = 1000
     definition_ids: frozenset[int] | None = None  # the tenant's, when known
     id_column: str = ""  # the input's column holding each row's identity, if any
+    decimal_separator: str = "."  # in amounts, e.g. ","
+    thousands_separator: str = ""  # in amounts, e.g. "." or " "; "" none
+    date_formats: tuple[str, ...] = ()  # strftime formats tried in order before ISO 8601
 
 
 class Check(NamedTuple):
@@ -97,8 +101,21 @@ def describe(failing: pl.DataFrame, rules: Rules) -> pl.DataFrame:
     except pa.errors.SchemaErrors as exc:
         found = _reasons_from(exc.failure_cases, failing)
     return failing.join(found, on="_i", how="left").select(
-        SOURCE_ROW, *KEPT, pl.col(REASON).fill_null("failed a rule")
+        SOURCE_ROW, *as_written(failing.columns), pl.col(REASON).fill_null("failed a rule")
     )
+
+
+def as_written(columns: list[str]) -> list[pl.Expr]:
+    """The input's text of each KEPT field: the original where a local spelling was made
+    plain."""
+    return [pl.col(original(f)).alias(f) if original(f) in columns else pl.col(f) for f in KEPT]
+
+
+def _amount_hint(rules: Rules) -> str:
+    d, t = rules.decimal_separator, rules.thousands_separator
+    example = f"1{t}234{d}5" if t else f"-3{d}5"
+    between = f", {t!r} between thousands" if t else ""
+    return f"amount must be a number like 12 or {example} (a {d!r} for decimals{between})"
 
 
 def _significant_digits(amount: pl.Expr) -> pl.Expr:
@@ -135,12 +152,17 @@ def _text_checks(field: str, max_length: int) -> list[Check]:
     ]
 
 
-def _date_checks(field: str) -> list[Check]:
+def _date_checks(field: str, formats: tuple[str, ...] = ()) -> list[Check]:
     at = pl.col(f"_{field}")
+    hint = (
+        f"a date in one of the formats {', '.join(formats)}, or {DATE_HINT}"
+        if formats
+        else DATE_HINT
+    )
     return [
         Check(
             _blank(field) | at.is_not_null(),
-            f"{field} must be {DATE_HINT}, existing in the configured time zone",
+            f"{field} must be {hint}, existing in the configured time zone",
             at.null_count() == pl.col(field).null_count(),  # read wherever there is text
         ),
         Check(  # years 1 to 9999, as sent and in UTC: what ISO 8601 (and .NET) can write
@@ -198,7 +220,7 @@ def _columns(rules: Rules) -> dict[str, list[Check]]:
             _required("amount", _no_nulls("_amount")),
             Check(
                 _blank("amount") | amount.is_not_null(),
-                "amount must be a number like 12 or -3.5 (a '.' for decimals)",
+                _amount_hint(rules),
                 _no_nulls("_amount"),
             ),
             Check(
@@ -210,7 +232,7 @@ def _columns(rules: Rules) -> dict[str, list[Check]]:
         "definitionId": _definition_checks(rules.definition_ids),
         "source": _text_checks("source", rules.max_source_length),
         "description": _text_checks("description", rules.max_description_length),
-        **{f: _date_checks(f) for f in DATE_FIELDS},
+        **{f: _date_checks(f, rules.date_formats) for f in DATE_FIELDS},
     }
 
 

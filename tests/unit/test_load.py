@@ -479,11 +479,21 @@ def test_missing_required_column_names_what_was_found(tmp_path: Path) -> None:
 
 
 def test_wrong_delimiter_hints_at_the_delimiter(tmp_path: Path) -> None:
-    """A comma file read with ';' finds one column: the message suggests the delimiter."""
-    path = write(tmp_path / "in.csv", text([HEADER, ROW]))
+    """A comma file read with ';' (which its header holds, in a name) finds two columns: the
+    message suggests the delimiter."""
+    path = write(tmp_path / "in.csv", text([[*HEADER, "note;x"], [*ROW, "n"]]))
     message = input_error(path, delimiter=";")
     assert "found: contactId,amount,definitionId,source,..." in message
     assert "is the delimiter right? set [input] delimiter in the config" in message
+
+
+def test_a_delimiter_the_header_does_not_hold_gives_way_to_the_one_it_does(
+    tmp_path: Path,
+) -> None:
+    """A rejects report (commas) fed back with a config for ';' files is read with ','."""
+    path = write(tmp_path / "in.csv", text([HEADER, ROW]))
+    frame = load(path, delimiter=";").frame
+    assert frame["amount"].to_list() == ["10"] and frame["source"].to_list() == ["POS"]
 
 
 def test_odd_header_is_shown_on_one_line(tmp_path: Path) -> None:

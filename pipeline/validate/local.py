@@ -1,0 +1,63 @@
+"""Local spellings: amounts with a decimal comma or thousands separators (``1.234,50``) and
+dates in the formats a legacy export writes (``25.11.2026 14:05``, ``11/25/2026``), made the
+plain text the parser reads (``1234.50``, ``2026-11-25T14:05:00``) before it reads them.
+
+Only with ``[input] decimal_separator``, ``thousands_separator`` or ``date_formats`` set; the
+input's own text is kept (``_in_<field>``) for the rejects report. An amount not written the
+configured way is made unreadable (it is rejected, never read another way: ``12.50`` with a
+decimal comma is not twelve and a half); a date matching no format is left to the ISO 8601
+parser, and rejected if that can't read it either.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from pipeline.validate.parse import DATE_FIELDS
+
+UNREADABLE = "\x00"  # put before an amount not written the configured way: no number
+
+
+def original(field: str) -> str:
+    """The column holding ``field``'s text as the input wrote it, once it was made plain."""
+    return f"_in_{field}"
+
+
+def localised(
+    frame: pl.DataFrame, decimal: str, thousands: str, formats: tuple[str, ...]
+) -> pl.DataFrame:
+    """``frame`` with its amounts and dates as plain text (the input's kept beside them)."""
+    fields = (["amount"] if (decimal, thousands) != (".", "") else []) + (
+        list(DATE_FIELDS) if formats else []
+    )
+    if not fields:
+        return frame
+    kept = frame.with_columns(pl.col(f).alias(original(f)) for f in fields)
+    exprs = [_dates(pl.col(f), formats).alias(f) for f in fields if f in DATE_FIELDS]
+    if "amount" in fields:
+        exprs.append(_amount(pl.col("amount"), decimal, thousands).alias("amount"))
+    return kept.with_columns(exprs)
+
+
+def _amount(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
+    s = text.str.strip_chars()
+    d, t = re.escape(decimal), re.escape(thousands)
+    whole = rf"([0-9]{{1,3}}({t}[0-9]{{3}})+|[0-9]+)" if thousands else "[0-9]+"
+    written = rf"^[+-]?({whole}({d}[0-9]*)?|{d}[0-9]+)$"
+    plain = s.str.replace_all(thousands, "", literal=True) if thousands else s
+    plain = plain.str.replace(decimal, ".", literal=True)
+    return pl.when(s.str.contains(written)).then(plain).otherwise(UNREADABLE + s)
+
+
+def _dates(text: pl.Expr, formats: tuple[str, ...]) -> pl.Expr:
+    """The first format that reads the text, as ISO 8601 (naive: the zone comes after)."""
+    s = text.str.strip_chars()
+    read = [
+        s.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True).dt.strftime(
+            "%Y-%m-%dT%H:%M:%S%.f"
+        )
+        for fmt in formats
+    ]
+    return pl.coalesce(*read, text)
