@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported when a client is made: a run without Engage needs 
 
 TRANSACTIONS = "/api/v2/point-accounts/transactions"
 DEFINITIONS = "/api/v2/point-accounts/definitions"
+ACCOUNTS = "/api/v2/point-accounts"
 USER_AGENT = f"points-import/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 PAGE = 100
@@ -179,34 +180,47 @@ class EngageClient:
 
     def definition_ids(self) -> set[int]:
         """Every point definition id of the tenant (all pages)."""
-        ids: set[int] = set()
+        return {int(d["id"]) for d in self.definitions() if "id" in d}
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """Every point definition of the tenant (all pages): id, name, description."""
+        found: dict[int, dict[str, Any]] = {}
         offset = 0
         while True:
             page = self.get_json(DEFINITIONS, {"offset": offset, "count": PAGE})
             if not isinstance(page, list):
                 raise FatalEngageError(f"GET {DEFINITIONS} did not answer a JSON array")
-            new = {int(d["id"]) for d in page if isinstance(d, dict) and "id" in d} - ids
-            ids |= new
-            if len(page) < PAGE or not new:  # the last page, or the same again (offset ignored)
-                return ids
+            new = {int(d["id"]): d for d in page if isinstance(d, dict) and _is_int(d.get("id"))}
+            fresh = set(new) - set(found)
+            found |= new
+            if len(page) < PAGE or not fresh:  # the last page, or the same again (offset ignored)
+                return list(found.values())
             offset += PAGE
+
+    def accounts(self, contact_id: str) -> list[dict[str, Any]]:
+        """A contact's point accounts (all pages): balance and pending points per definition."""
+        return self._items(ACCOUNTS, {"contactId": contact_id})
 
     def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]:
         """Every transaction of a contact's point account (all pages, filter All)."""
+        params = {"contactId": contact_id, "definitionId": definition_id, "filter": "All"}
+        return self._items(TRANSACTIONS, params)
+
+    def account_transactions(self, account_id: int) -> list[dict[str, Any]]:
+        """Every transaction of a point account (all pages, filter All)."""
+        return self._items(TRANSACTIONS, {"accountId": account_id, "filter": "All"})
+
+    def _items(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a paged result (``items``, ``totalCount``)."""
         items: list[dict[str, Any]] = []
         previous: list[dict[str, Any]] = []
         while True:
-            params = {
-                "contactId": contact_id,
-                "definitionId": definition_id,
-                "offset": len(items),
-                "count": PAGE,
-                "filter": "All",
-            }
-            page = self.get_json(TRANSACTIONS, params) or {}
+            page = self.get_json(path, {**params, "offset": len(items), "count": PAGE}) or {}
+            if not isinstance(page, dict):
+                raise FatalEngageError(f"GET {path} did not answer a JSON object")
             chunk = [t for t in page.get("items") or [] if isinstance(t, dict)]
             if chunk and chunk == previous:  # offset ignored: all of them can't be known
-                raise FatalEngageError(f"GET {TRANSACTIONS} answers the same page at any offset")
+                raise FatalEngageError(f"GET {path} answers the same page at any offset")
             items.extend(chunk)
             previous = chunk
             total = page.get("totalCount")

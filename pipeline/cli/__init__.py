@@ -271,6 +271,71 @@ def reconcile_cmd(
     return reconcile(cfg, _journal_dir(cfg, state_dir), import_id, sample, dict(os.environ))
 
 
+@app.group("balances")
+def balances_group() -> None:
+    """Engage's point balances: export them, or verify them against a legacy system's."""
+
+
+@balances_group.command("export")
+@click.argument("contacts", required=False, type=click.Path(path_type=Path))
+@click.option("--import", "import_id", help="The contacts of this import's input instead.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("balances.csv"),
+              show_default=True, help="CSV, or Parquet by its extension.")  # fmt: skip
+@_config
+@_state_dir
+def balances_export_cmd(contacts: Path | None, import_id: str | None, output: Path,
+                        config: Path | None, state_dir: Path | None) -> int:  # fmt: skip
+    """The balance of every point account of the contacts in CONTACTS (a CSV, Parquet or Excel
+    file with a contactId column): contactId, definitionId, accountId, balance, pendingPoints,
+    balanceExpires. Read at the configured rate limit and concurrency."""
+    from pipeline.cli.balances import export
+
+    cfg = _with_state_dir(_setup(config), state_dir)
+    return export(cfg, contacts, import_id, output, dict(os.environ))
+
+
+@balances_group.command("verify")
+@click.argument("expected", type=click.Path(path_type=Path))
+@click.option("--before", type=click.Path(path_type=Path),
+              help="A balances export taken before the migration: its balances are added to "
+              "the expected ones.")  # fmt: skip
+@click.option("--sample", type=click.IntRange(min=1),
+              help="Check this many balances, drawn at random [default: all].")  # fmt: skip
+@click.option("--report", type=click.Path(path_type=Path), default=Path("balance-mismatches.csv"),
+              show_default=True, help="Where the mismatches go.")  # fmt: skip
+@_config
+def balances_verify_cmd(expected: Path, before: Path | None, sample: int | None, report: Path,
+                        config: Path | None) -> int:  # fmt: skip
+    """Check Engage's balances against EXPECTED (contactId, definitionId, balance: the legacy
+    system's). Mismatches (contactId, definitionId, expected, actual, difference, note) go to
+    the report; exit 0 when every balance matches, 3 when one differs."""
+    from pipeline.cli.balances import verify
+
+    cfg = _setup(config)
+    return verify(cfg, expected, before, sample, report, dict(os.environ))
+
+
+@app.command("inspect")
+@click.argument("contact")
+@click.option("--latest", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Transactions shown per account.")  # fmt: skip
+@_config
+def inspect_cmd(contact: str, latest: int, config: Path | None) -> int:
+    """A contact's point accounts with their definitions by name, and the latest transactions
+    of each: for "where are my points?"."""
+    from pipeline.cli.balances import inspect
+
+    cfg = _setup(config)
+    return inspect(cfg, contact, latest, dict(os.environ))
+
+
+def _with_state_dir(cfg: Config, state_dir: Path | None) -> Config:
+    if state_dir is None:
+        return cfg
+    journal = cfg.journal.model_copy(update={"state_dir": state_dir})
+    return cfg.model_copy(update={"journal": journal})
+
+
 def _journal_dir(cfg: Config, state_dir: Path | None) -> Path:
     return state_dir or cfg.journal.state_dir
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
+import structlog
 
 from pipeline.load.columns import canonical_columns, number_rows
 from pipeline.load.formats import (
@@ -30,6 +31,7 @@ from pipeline.load.formats import (
 )
 from pipeline.load.source import Source, open_source
 
+log = structlog.get_logger("pipeline.load")
 CHUNK_BYTES = 8 << 20
 FIRST_PIECE = 1 << 20  # the first batches go out soon; bigger pieces follow
 
@@ -96,7 +98,9 @@ def _csv_frames(source: Source, delimiter: str, chunk_bytes: int) -> Iterator[pl
     else:
         sep = one_char(delimiter)
         if sep.encode() not in header:  # a rejects report fed back: "," whatever the input had
-            sep = sniff_delimiter(header)
+            sep, said = sniff_delimiter(header), sep
+            log.warning("the header holds no configured delimiter: read with the one it holds",
+                        configured=said, read_with=sep)  # fmt: skip
     first = True
     for piece in pieces:
         first = False

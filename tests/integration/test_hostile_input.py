@@ -51,14 +51,16 @@ def test_unreadable_files_exit_2_and_send_nothing(
     assert _posts(sim) == 0
 
 
-def test_a_wrong_configured_delimiter_names_the_likely_cause(simulator, run_cli, tmp_path):
-    """A ';' file read with a configured ',' delimiter: exit 2 and a hint at the delimiter."""
+def test_a_configured_delimiter_the_header_lacks_gives_way_to_the_one_it_holds(
+    simulator, run_cli, tmp_path
+):
+    """A ';' file read with a configured ',' (its header holds none): read with ';', said."""
     sim = simulator()
     (tmp_path / "in.csv").write_text(HEADER.replace(",", ";") + GOOD.replace(",", ";"))
     result = run_cli("run", "in.csv", sim=sim, config='[input]\ndelimiter = ","\n')
-    assert result.code == 2
-    assert "delimiter" in result.err
-    assert _posts(sim) == 0
+    assert result.code == 0, result.err
+    assert "the header holds no configured delimiter" in result.err
+    assert _posts(sim) == 1
 
 
 def test_a_missing_file_exits_2(run_cli):
