@@ -28,6 +28,7 @@ KINDS = (
     "journal",
     "landed",
     "sink",
+    "verify",
     "run",
     "baseline",
     "simulator",
@@ -54,6 +55,10 @@ def parse(arguments: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rates", type=_sizes, default=(50, 200), help="--max-rps values")
     parser.add_argument("--baseline-rows", type=int, default=100_000)
     parser.add_argument("--sink-size", type=int, default=2_000_000, help="rows, runs at the sink")
+    parser.add_argument(
+        "--verify-contacts", type=int, default=100_000, help="contacts, balances verify"
+    )
+    parser.add_argument("--verify-rps", type=int, default=500, help="--max-rps of the verify")
     parser.add_argument(
         "--landed-rows", type=int, default=10_000_000, help="rows landed before, for 'landed'"
     )
@@ -149,6 +154,12 @@ def _plan(options: argparse.Namespace, files: dict[int, Path], settings: Setting
     steps = [
         *_per_size(options, files, settings),
         *_at_the_sink(options, files, settings),
+        Step(
+            "verify",
+            f"balances verify of {options.verify_contacts:,} contacts at {options.verify_rps}"
+            " req/s against the sink",
+            partial(runs.verify_at_sink, options.verify_contacts, options.verify_rps, settings),
+        ),
         *_with_simulator(options, files, settings),
     ]
     return [step for step in steps if step.kind in options.only]

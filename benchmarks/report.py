@@ -57,6 +57,7 @@ def goals(measurements: Sequence[Measurement], sizes: Sequence[int]) -> list[Goa
         *_end_to_end_goals(find),
         *_landed_goals(find),
         *_sink_goals(find),
+        *_verify_goals(find),
     ]
 
 
@@ -76,6 +77,18 @@ def _sink_goals(find: _Find) -> list[Goal]:
             listed.append(Goal(at, "client CPU per 1M rows", cpu, 5.0, "s", False))
         busiest = traffic.get("busiest_second")
         listed.append(Goal(at, "busiest 1-s window at the sink", busiest, rps, "requests", False))
+    return listed
+
+
+def _verify_goals(find: _Find) -> list[Goal]:
+    """Balances verify (issue #15): at the rate limit while it runs, in bounded memory."""
+    listed = []
+    for measured in find.all_of_prefix("verify-"):
+        rps = float(measured.extra["max_rps"])
+        at, traffic = (measured.key, measured.size), measured.extra.get("traffic", {})
+        rate = _ratio(traffic.get("sustained_rps"), rps)
+        listed.append(Goal(at, "while running, of --max-rps", rate, 0.95, "%", True))
+        listed.append(Goal(at, "peak RSS", _rss(measured), GIB_MIB, "MiB", False))
     return listed
 
 

@@ -136,6 +136,34 @@ def against_sink(path: Path, rows: int, rps: int, settings: Settings) -> Measure
     return measured
 
 
+def verify_at_sink(contacts: int, rps: int, settings: Settings) -> Measurement:
+    """``points-import balances verify`` of ``contacts`` contacts' balances against the sink:
+    one GET a contact, side by side, at ``--max-rps`` (issue #15)."""
+    import uuid
+
+    workdir = _workdir(settings, f"verify-{rps}-{contacts}")
+    expected = workdir / "expected.csv"
+    with expected.open("w", encoding="utf-8") as out:
+        out.write("contactId,definitionId,balance\n")
+        for n in range(contacts):
+            out.write(f"{uuid.uuid5(uuid.NAMESPACE_URL, f'bench/{n}')},1,10\n")
+    config = workdir / "config.toml"
+    in_flight = max(16, int(rps * settings.latency_ms / 1000 * 2.5))
+    config.write_text(f"[engage]\nmax_requests_per_second = {rps}\nconcurrency = {in_flight}\n")
+    command = [sim.points_import(), "balances", "verify", str(expected), "--config", str(config),
+               "--report", str(workdir / "mismatches.csv")]  # fmt: skip
+    with sim.sink(workdir / "sink", settings.latency_ms, rps) as engage:
+        env = environment({"ENGAGE_BASE_URL": engage.url, "ENGAGE_API_KEY": engage.api_key})
+        result = _run(command, workdir, settings, env)
+        traffic = sim.summarize(sim.requests(engage), method="GET")
+    name = f"balances verify at {rps} req/s, sink"
+    measured = _measured(f"verify-{rps}", name, expected, contacts, result, result.exit_code == 0,
+                         f"{contacts:,} contacts")  # fmt: skip
+    measured.extra |= {"max_rps": rps, "traffic": traffic.record()}
+    measured.note = _join(measured.note, traffic.describe())
+    return measured
+
+
 def _check_accounting(measured: Measurement, summary: dict[str, Any] | None, posted: int) -> None:
     """Every row the simulator applied is accepted or rejected by the server in the summary."""
     if summary is None:

@@ -121,11 +121,12 @@ def requests(sim: Simulator) -> list[dict[str, Any]]:
     return log
 
 
-def summarize(log: list[dict[str, Any]]) -> Traffic:
-    """Requests by status, the rate between the first and the last POST, the busiest second."""
-    posts = [entry for entry in log if entry["method"] == "POST"]
+def summarize(log: list[dict[str, Any]], method: str = "POST") -> Traffic:
+    """Requests by status, the rate between the first and the last request of ``method``
+    (POSTs: the import), the busiest second."""
+    posts = [entry for entry in log if entry["method"] == method]
     arrivals = sorted(entry["monotonic"] for entry in posts)
-    accepted = [entry for entry in posts if entry["status"] == 202]
+    accepted = [entry for entry in posts if entry["status"] in (200, 202)]
     applied = [entry for entry in accepted if entry["note"] != "replayed"]
     rows = sum(entry["rows"] or 0 for entry in applied)
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
