@@ -85,7 +85,7 @@ class Sink:
 
 def _parse(head: bytes) -> tuple[bytes, bytes, dict[bytes, bytes]]:
     lines = head.split(b"\r\n")
-    method, target = (lines[0].split(b" ") + [b"", b""])[:2]
+    method, target = [*lines[0].split(b" "), b"", b""][:2]
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(b":")
