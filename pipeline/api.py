@@ -23,7 +23,16 @@ from pipeline import metrics, notify, report
 from pipeline.config import Config, load_config, resolve_timezone
 from pipeline.credentials import Credentials, credentials_from_env
 from pipeline.engage import EngageClient, RetryPolicy
-from pipeline.errors import EXIT_ABORTED, EXIT_OK, ConfigError, PipelineError
+from pipeline.errors import (
+    EXIT_ABORTED,
+    EXIT_OK,
+    ConfigError,
+    EngageError,
+    InputError,
+    JournalError,
+    PipelineError,
+    ReportError,
+)
 from pipeline.journal import Journal
 from pipeline.limits import RateLimiter
 from pipeline.runner import Progress, RunReport, RunSettings, run
@@ -71,14 +80,14 @@ class Summary:
 class ImportAborted(PipelineError):
     """The import stopped before every row was settled (Engage unreachable after retries,
     a refused key, a signal): run the same import again to finish it. Its reports are
-    written; ``summary`` says what was done."""
+    written; ``summary`` says what was done (None: it stopped before it began, e.g. Engage
+    unreachable when its point definitions were read)."""
 
     exit_code = EXIT_ABORTED
 
-    def __init__(self, summary: Summary, result: RunReport) -> None:
-        super().__init__(summary.message)
+    def __init__(self, message: str, summary: Summary | None = None) -> None:
+        super().__init__(message)
         self.summary = summary
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -142,7 +151,13 @@ def run_import(
         metrics_file=_path(metrics_file),
     )
     environ = None if offline else dict(os.environ if env is None else env)
-    return summarized(execute(cfg, Path(input), options, environ, stop or threading.Event()))
+    try:
+        result = execute(cfg, Path(input), options, environ, stop or threading.Event())
+    except PipelineError as exc:
+        if exc.exit_code == EXIT_ABORTED and not isinstance(exc, ImportAborted):
+            raise ImportAborted(_said(exc)) from exc  # before any row: nothing to report
+        raise
+    return summarized(result)
 
 
 def execute(
@@ -157,10 +172,11 @@ def execute(
     """Run one import, write its reports, ``tell`` its outcome (written or not), record its
     metrics and send the notifications its outcome calls for (a failure too, then raised)."""
     options = with_report_paths(options, input)
+    told = env if env is not None else dict(os.environ)
     try:
         result = import_report(cfg, input, options, env, stop, progress)
     except Exception as exc:
-        _outcome(cfg, options, None, getattr(exc, "exit_code", EXIT_ABORTED), _said(exc))
+        _outcome(cfg, options, None, getattr(exc, "exit_code", EXIT_ABORTED), _kind(exc), told)
         raise
     failed: Exception | None = None
     try:
@@ -172,22 +188,54 @@ def execute(
         (progress or Progress()).finished()
         tell(result)
         code = getattr(failed, "exit_code", EXIT_ABORTED) if failed else result.exit_code
-        _outcome(cfg, options, result.summary, code, _said(failed) if failed else result.message)
+        said = _kind(failed) if failed else result.message
+        _outcome(cfg, options, result.summary, code, said, told)
     return result
 
 
+def failed_early(exc: PipelineError, metrics_file: Path | None, env: Mapping[str, str]) -> None:
+    """A run that failed before its config was read (a bad config file): told to the
+    notification URLs of the environment and the metrics file given, as far as known."""
+    options = ImportOptions(metrics_file=metrics_file)
+    _outcome(Config(), options, None, exc.exit_code, _kind(exc), env)
+
+
 def _outcome(
-    cfg: Config, options: ImportOptions, summary: dict[str, Any] | None, code: int, said: str
+    cfg: Config,
+    options: ImportOptions,
+    summary: dict[str, Any] | None,
+    code: int,
+    said: str,
+    env: Mapping[str, str],
 ) -> None:
-    """The metrics, and a notification unless every row is in (exit 0)."""
+    """The metrics, and a notification unless every row is in (exit 0); not for a dry run
+    or a validation (a check of a file is not the night's import)."""
+    if options.dry_run:
+        return
     try:
         file = options.metrics_file or cfg.metrics.file
         metrics.record(summary, code, file, cfg.metrics.pushgateway, cfg.metrics.job)
     except Exception as exc:  # a metrics sink down is no reason to fail an import
         _log().warning("metrics not recorded", error=" ".join(str(exc).split()))
     if code != EXIT_OK:
-        urls = [*cfg.alerts.notify, *os.environ.get(cfg.alerts.notify_env, "").split()]
+        urls = [*cfg.alerts.notify, *env.get(cfg.alerts.notify_env, "").split()]
         notify.notify(urls, *notify.message(summary, said, code))
+
+
+KINDS = (
+    (ConfigError, "the config, a flag or the environment is wrong"),
+    (InputError, "the input file can't be read as a whole"),
+    (JournalError, "the run journal can't be used"),
+    (EngageError, "Engage could not be reached or refused the requests"),
+    (ReportError, "the rejects report or the summary could not be written"),
+)
+
+
+def _kind(exc: BaseException) -> str:
+    """What went wrong, for a notification: the kind, never the message (an error can quote
+    the input: a header line that is a row)."""
+    found = next((said for kind, said in KINDS if isinstance(exc, kind)), None)
+    return f"{found or 'internal error'} ({type(exc).__name__}): see the run's log"
 
 
 def _said(exc: BaseException) -> str:
@@ -210,7 +258,7 @@ def summarized(result: RunReport) -> Summary:
     """The run's summary; ``ImportAborted`` if it stopped early."""
     found = Summary.of(result)
     if result.exit_code == EXIT_ABORTED:
-        raise ImportAborted(found, result)
+        raise ImportAborted(found.message, found)
     return found
 
 
@@ -230,7 +278,7 @@ def import_report(
         timezone=resolve_timezone(cfg.input.timezone),
         import_id=options.import_id,
         dry_run=options.dry_run,
-        batch_size=options.batch_size,
+        batch_size=None if options.batch_size is None else cfg.batching.batch_size,
         rejects_path=with_report_paths(options, input).rejects,
         force=options.force,
         confirm=options.confirm,
@@ -308,9 +356,10 @@ def _with_overrides(cfg: Config, options: ImportOptions) -> Config:
                    idempotency_window=options.idempotency_window)  # fmt: skip
     validation = _set(cfg.validation, allow_twins=options.allow_twins)
     input = _set(cfg.input, id_column=options.id_column)
-    return cfg.model_copy(
-        update={"engage": engage, "journal": journal, "validation": validation, "input": input}
-    )
+    batching = _set(cfg.batching, batch_size=options.batch_size)
+    update = {"engage": engage, "journal": journal, "validation": validation, "input": input,
+              "batching": batching}  # fmt: skip
+    return cfg.model_copy(update=update)
 
 
 FLAGS = {"max_requests_per_second": "--max-rps"}  # the rest are named like their setting

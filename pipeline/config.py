@@ -97,6 +97,11 @@ class MetricsConfig(Section):
     pushgateway: str = ""  # a Pushgateway's URL, for CronJobs; "" = none
     job: str = "points_import"  # the Pushgateway's job label
 
+    @field_validator("file", mode="before")
+    @classmethod
+    def _none_if_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
 
 class Config(Section):
     engage: EngageConfig = EngageConfig()

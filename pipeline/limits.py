@@ -75,7 +75,8 @@ class RateLimiter:
             at = bisect.bisect_left(self._starts, stamp)
             if at < len(self._starts) and self._starts[at] == stamp:
                 del self._starts[at]
-                bisect.insort(self._starts, max(stamp, self._clock()))
+            # held up past the window, its grant was dropped: it counts from now all the same
+            bisect.insort(self._starts, max(stamp, self._clock()))
 
     def _wait(self, now: float) -> float:
         allowed = max(1, int(self.rate))

@@ -93,7 +93,7 @@ def _names(registry: CollectorRegistry) -> set[str]:
 def _last_success(path: Path) -> float | None:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, ValueError):  # gone, or not text: nothing to keep, it is overwritten
         return None
     try:
         for family in text_string_to_metric_families(text):

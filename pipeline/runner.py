@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, astuple, dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -492,12 +493,12 @@ def _outcome(
     if posted.aborted is not None:
         return EXIT_ABORTED, "aborted"
     rejected = rejects.height - held
-    tolerated = rejected <= settings.config.alerts.max_rejected_share * read
+    share = Decimal(str(settings.config.alerts.max_rejected_share))
+    tolerated = not settings.dry_run and rejected <= share * read  # a check tolerates nothing
     look = (rejected and not tolerated) or held or posted.unmatched or changed
-    if rejected and tolerated:
+    if rejected and not look:
         log.warning("rows rejected, within [alerts] max_rejected_share: exit 0", rows=rejected,
-                    share=round(rejected / read, 6),
-                    max_share=settings.config.alerts.max_rejected_share)  # fmt: skip
+                    share=round(rejected / read, 6), max_share=float(share))  # fmt: skip
     return EXIT_REJECTS if look else EXIT_OK, "dry run" if settings.dry_run else "completed"
 
 

@@ -160,7 +160,13 @@ def run_cmd(
     from pipeline.cli.run import import_file
 
     verbosity = _level(verbose, quiet)
-    cfg = _setup(config, verbosity)
+    try:
+        cfg = _setup(config, verbosity)
+    except PipelineError as exc:  # a bad config fails a night too: told as far as known
+        from pipeline.api import failed_early
+
+        failed_early(exc, metrics_file, os.environ)
+        raise
     options = ImportOptions(
         rejects=rejects,
         summary=summary,
@@ -197,14 +203,12 @@ def _confirmer(yes: bool) -> Callable[[str], bool]:
 @_config
 @_rejects
 @_summary
-@_metrics_file
 @_verbosity
 def validate_cmd(
     input: Path,
     config: Path | None,
     rejects: Path | None,
     summary: Path | None,
-    metrics_file: Path | None,
     verbose: bool,
     quiet: bool,
 ) -> int:
@@ -216,10 +220,14 @@ def validate_cmd(
     from pipeline.cli.run import import_file
 
     verbosity = _level(verbose, quiet)
-    cfg = _setup(config, verbosity)
-    options = ImportOptions(
-        rejects=rejects, summary=summary, dry_run=True, metrics_file=metrics_file
-    )
+    try:
+        cfg = _setup(config, verbosity)
+    except PipelineError as exc:  # a bad config fails a night too: told as far as known
+        from pipeline.api import failed_early
+
+        failed_early(exc, metrics_file, os.environ)
+        raise
+    options = ImportOptions(rejects=rejects, summary=summary, dry_run=True)
     return import_file(cfg, input, options, None, quiet=verbosity < 0)
 
 

@@ -58,7 +58,6 @@ class _Run:
         self.inflight: dict[Future[None], Batch] = {}
         self.failure: EngageError | None = None
         self.stopped_by: str | None = None
-        self.sent = 0
         self.refusing = 0  # batches in a row whose every row Engage refused, one by one
         self.tripped: EngageError | None = None  # stops the run if another batch is to go
 
@@ -75,7 +74,6 @@ class _Run:
     def submit(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
         self.ledger.opened(batch.seq)
         self.inflight[pool.submit(self.poster.walk, batch)] = batch
-        self.sent += 1
 
     def collect(self, finished: Iterable[Future[None]]) -> None:
         for future in list(finished):
@@ -168,7 +166,7 @@ def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Poste
         accepted=ledger.accepted,
         points=dict(ledger.points),
         requests=ledger.requests,
-        batches_sent=run.sent,
+        batches_sent=ledger.batches_sent,
         unmatched=ledger.unmatched,
         aborted=run.failure,
         interrupted=should_stop(),

@@ -42,6 +42,7 @@ class Ledger:
         self._summing = threading.Lock()
         self.refused = Spool()  # in bounded memory: a stopped run's unsent rows may be millions
         self.requests = 0
+        self.batches_sent = 0  # planned batches whose request left in this run
         self.unmatched = 0  # notAccepted rows that matched no row sent
         self._open: dict[int, list[pl.Series]] = {}  # seq -> rows settled, while in flight
 
@@ -134,9 +135,11 @@ class Ledger:
             return parts[0]
         return pl.concat(parts) if parts else pl.Series(SOURCE_ROW, [], dtype=pl.Int64)
 
-    def count_request(self) -> None:
+    def count_request(self, planned: bool = False) -> None:
+        """A request left; ``planned``: a batch as planned (not a half or a reconciled part)."""
         with self._lock:
             self.requests += 1
+            self.batches_sent += planned
 
     def count_unmatched(self, n: int) -> None:
         with self._lock:

@@ -162,7 +162,7 @@ class Poster:
     def _leaving(self, batch: Batch) -> None:
         """The limiter let the batch's request go: durable before it is written."""
         self.recorder.sending(batch)
-        self.ledger.count_request()
+        self.ledger.count_request(planned=batch.part == "")
 
     def _refused(self, batch: Batch, exc: BatchRejectedError) -> None:
         if batch.rows.height == 1:

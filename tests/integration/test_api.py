@@ -68,3 +68,26 @@ def test_offline_validates_without_network(tmp_path):
     summary = run_import(SAMPLE, offline=True, rejects=tmp_path / "r.csv")
     assert summary.status == "dry run" and summary.rows_read > 0
     assert summary.exit_code == 3 and Path(tmp_path / "r.csv").is_file()
+
+
+def test_an_engage_down_before_any_row_is_import_aborted_too(tmp_path):
+    """Engage unreachable when the point definitions are read: ImportAborted (exit 1), with
+    no summary, not a bare EngageError."""
+    config = tmp_path / "c.toml"
+    config.write_text(FAST_RETRY.replace("max_attempts = 30", "max_attempts = 2"))
+    env = {"ENGAGE_BASE_URL": "http://127.0.0.1:9", "ENGAGE_API_KEY": "k"}
+    with pytest.raises(ImportAborted) as caught:
+        run_import(SAMPLE, config, state_dir=tmp_path / "s", env=env)
+    assert caught.value.summary is None and caught.value.exit_code == 1
+
+
+@pytest.mark.parametrize("size", [5000, 0, -5])
+def test_a_bad_batch_size_is_a_config_error_that_leaves_the_journal_usable(
+    simulator, tmp_path, size
+):
+    sim = simulator()
+    env = {"ENGAGE_BASE_URL": sim.url, "ENGAGE_API_KEY": "sim-key"}
+    with pytest.raises(ConfigError, match="batch-size"):
+        run_import(SAMPLE, batch_size=size, state_dir=tmp_path / "s", env=env)
+    done = run_import(SAMPLE, state_dir=tmp_path / "s", rejects=tmp_path / "r.csv", env=env)
+    assert done.rows_accepted == len(stored(sim)) > 0

@@ -84,15 +84,18 @@ def test_the_metrics_file_after_a_run_with_rejects(simulator, run_cli, tmp_path)
     assert found["points_import_last_success_timestamp_seconds", ()] == 1.7e9
 
 
-def test_rejects_within_the_threshold_exit_0_and_above_it_exit_3(run_cli):
-    """The sample's rejects are a few percent of its rows: within 50 % they only warn."""
-    lenient = run_cli("validate", str(SAMPLE), "--summary", "a.json",
-                      config="[alerts]\nmax_rejected_share = 0.5\n")  # fmt: skip
-    strict = run_cli("validate", str(SAMPLE), "--summary", "b.json",
-                     config="[alerts]\nmax_rejected_share = 0.0001\n")  # fmt: skip
+def test_rejects_within_the_threshold_exit_0_and_above_it_exit_3(simulator, run_cli):
+    """The sample's rejects are a few percent of its rows: within 50 % they only warn; a
+    validation of the same file tolerates none (a check of a file is no night's import)."""
+    lenient = run_cli("run", str(SAMPLE), "--summary", "a.json", "--state-dir", "a",
+                      sim=simulator(), config="[alerts]\nmax_rejected_share = 0.5\n")  # fmt: skip
+    strict = run_cli("run", str(SAMPLE), "--summary", "b.json", "--state-dir", "b",
+                     sim=simulator(), config="[alerts]\nmax_rejected_share = 0.0001\n")  # fmt: skip
+    checked = run_cli("validate", str(SAMPLE), config="[alerts]\nmax_rejected_share = 0.5\n")
     rejected = lenient.summary("a.json")["rows_rejected"]
     assert rejected > 0 and lenient.code == 0 and "max_rejected_share" in lenient.err
     assert strict.code == 3 and strict.summary("b.json")["rows_rejected"] == rejected
+    assert checked.code == 3
 
 
 def test_a_notification_reaches_a_webhook_without_the_key_or_a_row(
@@ -114,26 +117,45 @@ def test_a_notification_reaches_a_webhook_without_the_key_or_a_row(
     assert not any(c and c in text for c in contacts)
 
 
-def test_a_failure_before_any_row_is_told_and_exit_0_is_not(run_cli, hook, tmp_path):
-    """A missing input (exit 2) is told; a clean run is not."""
+def test_a_failure_before_any_row_is_told_without_the_file_s_text(
+    simulator, run_cli, hook, tmp_path, monkeypatch
+):
+    """A file without its header (exit 2: its first row is taken for one) is told by the kind
+    of error, not its message, which quotes that row; a bad config file is told through the
+    environment's URLs; a clean run and a validation are not told."""
     config = f'[alerts]\nnotify = ["json://127.0.0.1:{hook.port}/hook"]\n'
-    missing = run_cli("validate", "missing.csv", config=config)
-    assert missing.code == 2 and len(hook.received) == 1
-    assert "exit 2" in json.loads(hook.received[0][1])["title"]
+    rows = SAMPLE.read_text().splitlines()[1:50]
+    (tmp_path / "noheader.csv").write_text("\n".join(rows) + "\n")
+    headless = run_cli("run", "noheader.csv", sim=simulator(), config=config)
+    assert headless.code == 2 and len(hook.received) == 1
+    told = json.loads(hook.received[0][1])
+    assert "exit 2" in told["title"] and "input file" in told["message"]
+    assert rows[0].split(",")[0] not in json.dumps(told)
+    monkeypatch.setenv("POINTS_IMPORT_NOTIFY", f"json://127.0.0.1:{hook.port}/env")
+    (tmp_path / "bad.toml").write_text("[engage\n")
+    assert run_cli("run", str(SAMPLE), "--config", "bad.toml").code == 2
+    assert [path for path, _ in hook.received] == ["/hook", "/env"]
     clean = tmp_path / "clean.csv"
     clean.write_text(SAMPLE.read_text().splitlines()[0] + "\n")
-    assert run_cli("validate", str(clean), config=config).code == 0
-    assert len(hook.received) == 1
+    assert run_cli("run", str(clean), sim=simulator(), config=config).code == 0
+    assert run_cli("validate", "noheader.csv", config=config).code == 2
+    assert len(hook.received) == 2
 
 
-def test_metrics_are_pushed_to_a_pushgateway(run_cli, hook):
+def test_metrics_are_pushed_to_a_pushgateway(simulator, run_cli, hook):
     """[metrics] pushgateway: the run's gauges POSTed under its job."""
     config = f'[metrics]\npushgateway = "http://127.0.0.1:{hook.port}"\njob = "nightly"\n'
-    done = run_cli("validate", str(SAMPLE), config=config)
+    done = run_cli("run", str(SAMPLE), sim=simulator(), config=config)
     assert done.code == 3 and len(hook.received) == 1
     path, body = hook.received[0]
     assert path == "/metrics/job/nightly"
     assert b"points_import_exit_code 3.0" in body and b'points_import_rows{outcome="read"}' in body
+
+
+def test_a_metrics_file_that_is_not_text_is_overwritten(simulator, run_cli, tmp_path):
+    (tmp_path / "m.prom").write_bytes(b"\xff\xfe garbage\n")
+    done = run_cli("run", str(SAMPLE), "--metrics-file", "m.prom", sim=simulator())
+    assert done.code == 3 and "points_import_exit_code 3.0" in (tmp_path / "m.prom").read_text()
 
 
 def test_a_journal_on_a_container_s_own_filesystem_is_warned_of(simulator, run_cli, monkeypatch):

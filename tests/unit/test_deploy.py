@@ -44,6 +44,8 @@ def test_the_jobs_run_non_root_read_only_with_a_deadline_and_sized(kind):
     job = _pod(kind)
     pod, (container,) = job["pod"], job["pod"]["containers"]
     assert job["activeDeadlineSeconds"] > 0 and pod["restartPolicy"] == "Never"
+    (rule,) = job["podFailurePolicy"]["rules"]  # exit 2 and 3 are not retried: only 1 is
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["requests"]["cpu"] == "1"

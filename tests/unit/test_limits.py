@@ -109,3 +109,15 @@ def test_a_request_stopped_while_it_waits_gets_no_slot():
     assert lim.acquire() is not None
     assert lim.acquire(stopping=lambda: True) is None
     assert len(lim._starts) == 1
+
+
+def test_a_request_held_up_past_the_window_still_counts_when_written():
+    """Granted, then held 1.5 s (its grant left the window): written now, it counts now."""
+    lim, clock = limiter(2)
+    held = lim.acquire()
+    assert held is not None
+    clock.now = 1.5
+    lim.acquire()
+    lim.sent(held)
+    assert len(lim._starts) == 2 and lim._starts[-1] == 1.5
+    assert lim.acquire() >= 1.5 + 1 + MARGIN_S  # two in the window: the third waits

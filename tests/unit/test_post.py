@@ -255,7 +255,7 @@ def test_batches_stopped_behind_the_limiter_are_unsent_not_in_doubt():
             raise AssertionError(f"batch {batch.label} marked sending")
 
     posted = post(chunk(valid_rows(30), 10, "x"), client, recorder=Recorder(), concurrency=3)
-    assert seen == [] and posted.requests == 0 and posted.aborted is None
+    assert seen == [] and posted.requests == posted.batches_sent == 0 and posted.aborted is None
     assert set(settled(posted).values()) == {(False, "unsent")}
     assert set(posted.outcomes["reason"]) == {STOPPED}
 
