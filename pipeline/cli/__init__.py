@@ -220,13 +220,7 @@ def validate_cmd(
     from pipeline.cli.run import import_file
 
     verbosity = _level(verbose, quiet)
-    try:
-        cfg = _setup(config, verbosity)
-    except PipelineError as exc:  # a bad config fails a night too: told as far as known
-        from pipeline.api import failed_early
-
-        failed_early(exc, metrics_file, os.environ)
-        raise
+    cfg = _setup(config, verbosity)
     options = ImportOptions(rejects=rejects, summary=summary, dry_run=True)
     return import_file(cfg, input, options, None, quiet=verbosity < 0)
 
