@@ -8,6 +8,9 @@ decimals, to within ``TOLERANCE`` (Engage keeps doubles: 0.1 + 0.2 is 0.30000000
 
 from __future__ import annotations
 
+import codecs
+import gzip
+import io
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,40 +33,54 @@ MISMATCHES = {"contactId": pl.String, "definitionId": pl.Int64, "expected": pl.S
               "actual": pl.String, "difference": pl.String, "note": pl.String}  # fmt: skip
 
 
-def read_table(path: Path) -> pl.DataFrame:
-    """A CSV (delimiter sniffed), Parquet or Excel file, every column as text."""
+def read_table(path: Path, encoding: str = "utf-8") -> pl.DataFrame:
+    """A CSV (delimiter sniffed; gzipped or not; in ``encoding``), Parquet or Excel file,
+    every column as text."""
     try:
         suffix = path.suffix.lower()
         if suffix in (".parquet", ".pq"):
             return pl.read_parquet(path).select(pl.all().cast(pl.String))
         if suffix in (".xlsx", ".xlsm", ".xls", ".ods"):
             return pl.read_excel(path, engine="calamine", infer_schema_length=0)
-        head = path.read_bytes()[:65536].decode("utf-8-sig", "replace").splitlines()[:1]
-        sep = max(",;\t|", key=lambda d: head[0].count(d) if head else 0)
-        return pl.read_csv(path, separator=sep, infer_schema=False, encoding="utf8-lossy")
+        data = path.read_bytes()
+        data = gzip.decompress(data) if data.startswith(b"\x1f\x8b") else data
+        text = data.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+        head = text.split("\n", 1)[0]
+        sep = max(",;\t|", key=head.count)
+        return pl.read_csv(io.BytesIO(text.encode()), separator=sep, infer_schema=False)
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
+    except UnicodeError as exc:
+        raise InputError(f"{path} is not {encoding} text ({exc}); check [input] encoding") from None
     except Exception as exc:  # polars', calamine's and the OS's errors alike
         raise InputError(f"{path} can't be read as a table: {_line(exc)}") from exc
 
 
-def column(frame: pl.DataFrame, name: str, path: Path) -> str:
-    """The column of ``frame`` that is ``name`` in any case and spacing."""
-    wanted = _key(name)
+def column(
+    frame: pl.DataFrame, name: str, path: Path, mapping: dict[str, str] | None = None
+) -> str:
+    """The column of ``frame`` that is ``name`` in any case and spacing, or mapped to it by
+    ``[columns]``."""
     for found in frame.columns:
-        if _key(found) == wanted:
+        if (mapping or {}).get(found) == name or _key(found) == _key(name):
             return found
     raise InputError(f"{path} has no {name} column (found: {', '.join(frame.columns)[:200]})")
 
 
-def contacts_of(path: Path) -> tuple[list[str], int]:
-    """The distinct contact ids (GUIDs, lower case) of a file's contactId column, in file
-    order; and how many values were no GUID (not asked about: Engage would refuse them)."""
-    table = read_table(path)
-    ids = table[column(table, "contactId", path)].drop_nulls().str.strip_chars()
+def guids(ids: pl.Series) -> tuple[list[str], int]:
+    """The distinct GUIDs (lower case, braces gone) of ``ids``, in order; and how many
+    values were no GUID (not asked about: Engage would refuse them)."""
+    ids = ids.drop_nulls().str.strip_chars()
     ids = ids.filter(ids != "").str.strip_prefix("{").str.strip_suffix("}").str.to_lowercase()
     guid = ids.str.contains(GUID)
     return ids.filter(guid).unique(maintain_order=True).to_list(), int((~guid).sum())
+
+
+def contacts_of(path: Path, encoding: str = "utf-8", mapping: dict[str, str] | None = None
+                ) -> tuple[list[str], int]:  # fmt: skip
+    """The contacts of a file's contactId column: ``guids``."""
+    table = read_table(path, encoding)
+    return guids(table[column(table, "contactId", path, mapping)])
 
 
 def balances(
@@ -81,30 +98,48 @@ def balances(
     return pl.DataFrame(rows, schema=BALANCES, orient="row")
 
 
-def expected_of(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A file of expected balances (contactId, definitionId, balance) as the rows to check and
-    the rows that can't be (with their reason: a balance or id that is not a number)."""
-    table = read_table(path)
+def expected_of(path: Path, encoding: str = "utf-8") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A file of balances (contactId, definitionId, balance) as the rows to check and the rows
+    that can't be, with their reason: a balance or id that is not a number, a contact that is
+    no GUID, a contact and definition an earlier line gave already."""
+    table = read_table(path, encoding)
     names = [column(table, n, path) for n in ("contactId", "definitionId", "balance")]
-    frame = table.select(
-        pl.col(names[0]).str.strip_chars().str.to_lowercase().alias("contactId"),
+    contact = pl.col(names[0]).str.strip_chars().str.strip_prefix("{").str.strip_suffix("}")
+    frame = table.with_row_index("line", 2).select(
+        "line",
+        contact.str.to_lowercase().alias("contactId"),
         pl.col(names[1]).str.strip_chars().alias("definitionId"),
         pl.col(names[2]).str.strip_chars().alias("expected"),
     )
     number = pl.col("expected").str.contains(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
     whole = pl.col("definitionId").str.contains(r"^[0-9]{1,18}$")
     guid = pl.col("contactId").str.contains(GUID)
-    fine = (number & whole & guid).fill_null(False)
+    again = pl.struct("contactId", "definitionId").is_first_distinct().not_()
+    fine = (number & whole & guid).fill_null(False) & ~again
     bad = frame.filter(~fine).with_columns(
         pl.when(~guid.fill_null(False))
         .then(pl.lit("contactId is not a GUID"))
         .when(~whole.fill_null(False))
         .then(pl.lit("definitionId is not a whole number"))
-        .otherwise(pl.lit("balance is not a number like 12 or -3.5"))
+        .when(~number.fill_null(False))
+        .then(pl.lit("balance is not a number like 12 or -3.5"))
+        .otherwise(pl.lit("the same contact and definition as an earlier line"))
         .alias("note")
     )
-    good = frame.filter(fine)
-    return good.with_columns(pl.col("definitionId").cast(pl.Int64)), bad
+    good = frame.filter(fine).with_columns(pl.col("definitionId").cast(pl.Int64))
+    return good.drop("line"), bad.drop("line").with_columns(
+        pl.col("definitionId").cast(pl.Int64, strict=False)
+    )
+
+
+def snapshot_of(path: Path, encoding: str = "utf-8") -> pl.DataFrame:
+    """A balances export taken before (contactId, definitionId, balance); a line that can't
+    be read is an InputError naming it: a snapshot is a whole, not a list of claims."""
+    good, bad = expected_of(path, encoding)
+    if bad.height:
+        first = bad.row(0, named=True)
+        raise InputError(f"{path}: {first['note']} ({first['contactId']}, {first['definitionId']})")
+    return good.rename({"expected": "balance"})
 
 
 def compare(

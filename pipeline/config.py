@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
-from pipeline.model import FIELDS
+from pipeline.model import FIELDS, date_shape
 from pipeline.simulator.config import SimulatorConfig
 
 MAX_BATCH_SIZE = 1000
@@ -51,6 +51,7 @@ class InputConfig(Section):
         for fmt in self.date_formats:
             if "%" not in fmt:
                 raise ValueError(f"date format {fmt!r} has no % directive, e.g. %d.%m.%Y")
+            date_shape(fmt)  # a directive it does not know is a ValueError
         return self
 
 

@@ -8,6 +8,7 @@ imports no other part of the pipeline.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,3 +101,31 @@ def _escaped(text: pl.Series) -> pl.Series | None:
         return None
     fixed = text.gather(rows).str.replace_many(list(ESCAPES), list(ESCAPES.values()))
     return text.clone().scatter(rows, fixed)
+
+
+DIRECTIVES = {
+    "d": "[0-9]{1,2}", "m": "[0-9]{1,2}", "Y": "[0-9]{4}", "y": "[0-9]{2}",
+    "H": "[0-9]{1,2}", "I": "[0-9]{1,2}", "M": "[0-9]{2}", "S": "[0-9]{2}",
+    "f": "[0-9]{1,9}", "p": "(?i:am|pm)", "b": "[A-Za-z]{3}", "B": "[A-Za-z]+", "%": "%",
+}  # fmt: skip
+
+
+def date_shape(fmt: str) -> str:
+    """A regex of the texts ``fmt`` reads; ValueError for a directive it does not know (an
+    offset, %z or %Z, among them: local times are in [input] timezone; ISO 8601 texts with
+    an offset are read without a format)."""
+    parts, at = ["^"], 0
+    while at < len(fmt):
+        if fmt[at] != "%":
+            parts.append(re.escape(fmt[at]))
+            at += 1
+            continue
+        code = fmt[at + 1 : at + 2]
+        if code not in DIRECTIVES:
+            raise ValueError(
+                f"date format {fmt!r}: %{code} is not one of "
+                + " ".join(f"%{d}" for d in DIRECTIVES if d != "%")
+            )
+        parts.append(DIRECTIVES[code])
+        at += 2
+    return "".join(parts) + "$"

@@ -24,6 +24,7 @@ from pipeline.validate import Checked, Rules, Seen, as_rejects, dedupe, describe
 from pipeline.validate.landed import Sorted
 
 log = structlog.get_logger("pipeline.plan")
+TEXT_FORMATS = ("csv", "tsv")  # where amounts are written in the local spelling
 SCREENERS = 2  # pieces screened at once (most of the work is in polars, off the GIL)
 DESCRIBE_AT = 50_000  # failing rows held before pandera describes them
 
@@ -171,7 +172,11 @@ class Plan:
         self.on_read(read)
 
     def _rules(self, known: frozenset[int] | None) -> Rules:
-        v = self.config.validation
+        v, given = self.config.validation, self.config.input
+        # typed numbers (Excel cells, Parquet, JSON) are numbers already: 1.234 is never 1234
+        text = self.source.format in TEXT_FORMATS
+        decimal = given.decimal_separator if text else "."
+        thousands = given.thousands_separator if text else ""
         return Rules(
             timezone=self.timezone,
             allow_duplicates=v.allow_duplicates,
@@ -179,7 +184,7 @@ class Plan:
             max_description_length=v.max_description_length,
             definition_ids=known,
             id_column=self.config.input.id_column,
-            decimal_separator=self.config.input.decimal_separator,
-            thousands_separator=self.config.input.thousands_separator,
+            decimal_separator=decimal,
+            thousands_separator=thousands,
             date_formats=tuple(self.config.input.date_formats),
         )

@@ -22,12 +22,16 @@ from pipeline.credentials import credentials_from_env
 from pipeline.engage import EngageClient
 from pipeline.errors import EXIT_OK, EXIT_REJECTS, InputError
 from pipeline.journal import Journal
+from pipeline.load import open_source, read_chunks
 
 
 def export(cfg: Config, contacts: Path | None, import_id: str | None, output: Path,
            env: dict[str, str]) -> int:  # fmt: skip
     """Write the balances of the contacts of a file, or of an import's input, to ``output``."""
-    ids, odd = balances.contacts_of(contacts or _import_input(cfg, import_id))
+    if contacts is not None:
+        ids, odd = balances.contacts_of(contacts, cfg.input.encoding, cfg.columns)
+    else:
+        ids, odd = _import_contacts(cfg, import_id)
     with _client(cfg, env) as client:
         found = _read_balances(ids, client, cfg)
     _write(found, output)
@@ -40,18 +44,15 @@ def export(cfg: Config, contacts: Path | None, import_id: str | None, output: Pa
 def verify(cfg: Config, expected: Path, before: Path | None, sample: int | None,
            report: Path, env: dict[str, str]) -> int:  # fmt: skip
     """Check Engage's balances against ``expected``; the mismatches to ``report``."""
-    wanted, bad = balances.expected_of(expected)
+    wanted, bad = balances.expected_of(expected, cfg.input.encoding)
     wanted = balances.sample(wanted, sample)
-    earlier = balances.read_table(before) if before else None
-    if earlier is not None:
-        earlier = earlier.rename({balances.column(earlier, n, before): n  # type: ignore[arg-type]
-                                  for n in ("contactId", "definitionId", "balance")})  # fmt: skip
+    earlier = balances.snapshot_of(before, cfg.input.encoding) if before else None
     contacts = wanted["contactId"].unique(maintain_order=True).to_list()
     with _client(cfg, env) as client:
         actual = _read_balances(contacts, client, cfg)
     mismatches = balances.compare(wanted, actual, earlier)
-    unreadable = bad.select(pl.col("contactId"), pl.lit(None, pl.Int64).alias("definitionId"),
-                            pl.col("expected"), pl.lit(None, pl.String).alias("actual"),
+    unreadable = bad.select("contactId", "definitionId", "expected",
+                            pl.lit(None, pl.String).alias("actual"),
                             pl.lit(None, pl.String).alias("difference"), "note")  # fmt: skip
     found = pl.concat([mismatches, unreadable])
     _write(found, report)
@@ -63,6 +64,10 @@ def verify(cfg: Config, expected: Path, before: Path | None, sample: int | None,
 
 def inspect(cfg: Config, contact: str, latest: int, env: dict[str, str]) -> int:
     """A contact's accounts, their definitions by name, and their latest transactions."""
+    found, odd = balances.guids(pl.Series([contact]))
+    if odd or not found:
+        raise InputError(f"{contact!r} is not a contact id (a GUID like 3f2504e0-4f89-…)")
+    contact = found[0]
     with _client(cfg, env) as client:
         names = {int(d["id"]): str(d.get("name") or "") for d in client.definitions()}
         accounts = client.accounts(contact)
@@ -98,15 +103,19 @@ def _print_transactions(
     console.print(table)
 
 
-def _import_input(cfg: Config, import_id: str | None) -> Path:
-    """The input file of ``import_id``, as the journal recorded it."""
+def _import_contacts(cfg: Config, import_id: str | None) -> tuple[list[str], int]:
+    """The contacts of ``import_id``'s input, read as ``run`` reads it (the config's format,
+    encoding, delimiter and columns)."""
     if not import_id:
         raise InputError("give a file of contacts, or --import ID")
     with Journal.open(cfg.journal.state_dir, create=False) as journal:
         record = journal.find(import_id)
     if record is None:
         raise InputError(f"no import {import_id} in the journal in {cfg.journal.state_dir}")
-    return Path(record.input_path)
+    given = cfg.input
+    with open_source(Path(record.input_path), given.format, given.encoding) as source:
+        pieces = read_chunks(source, given.delimiter, cfg.columns)
+        return balances.guids(pl.concat([piece["contactId"] for piece in pieces]))
 
 
 @contextmanager

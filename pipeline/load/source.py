@@ -153,7 +153,7 @@ def _read(raw: BinaryIO, path: Path, scan: _Scan, encoding: str, fmt: str) -> Pa
     fd, name = tempfile.mkstemp(prefix="points-import-", suffix=".in")
     try:
         with os.fdopen(fd, "wb") as out:
-            write = _Writer(scan, out, recode)
+            write = _Writer(scan, out, recode, path)
             if gzipped:
                 _inflate(_blocks(raw, first), scan, write)
             else:
@@ -173,16 +173,13 @@ def _read(raw: BinaryIO, path: Path, scan: _Scan, encoding: str, fmt: str) -> Pa
 class _Writer:
     """Text on its way to the temporary copy: recoded when it must be, then scanned."""
 
-    def __init__(self, scan: _Scan, out: BinaryIO, recode: _Recoder | None) -> None:
-        self.scan, self.out, self.recode = scan, out, recode
+    def __init__(self, scan: _Scan, out: BinaryIO, recode: _Recoder | None, path: Path) -> None:
+        self.scan, self.out, self.recode, self.path = scan, out, recode, path
 
     def __call__(self, data: bytes) -> None:
-        if (
-            self.recode is None
-            and data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-            and (self.scan.size == 0)
-        ):
-            self.recode = _Recoder.of("utf-8", Path("?"), data)  # a gzipped UTF-16 file
+        marked = _marked(data) if self.scan.size == 0 else None
+        if marked and (self.recode is None or self.recode.encoding != marked):
+            self.recode = _Recoder(marked, self.path)  # a gzipped file's byte order mark
         text = self.recode(data) if self.recode else data
         self.scan.feed(text)
         self.out.write(text)
@@ -214,11 +211,15 @@ class _Recoder:
 
     @classmethod
     def of(cls, encoding: str, path: Path, first: bytes | None) -> _Recoder | None:
-        """The recoder ``encoding`` needs (None for UTF-8); a UTF-16 byte order mark makes
-        UTF-16 text of any file."""
+        """The recoder ``encoding`` needs (None for UTF-8): a byte order mark says UTF-16
+        or UTF-32 whatever the config guessed; a file set as UTF-16 or UTF-32 without one,
+        and without a NUL byte, is UTF-8 text (a rejects report fed back)."""
         name = _codec(encoding)
-        if first is not None and first[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-            name = "utf-16"  # its byte order mark says so, whatever the config guessed
+        marked = _marked(first or b"")
+        if marked:
+            return cls(marked, path)
+        if name.startswith(("utf-16", "utf-32")) and first is not None and b"\0" not in first:
+            return None
         return None if name == "utf-8" else cls(name, path)
 
     def __call__(self, data: bytes, final: bool = False) -> bytes:
@@ -230,6 +231,8 @@ class _Recoder:
                 f"{self.path} is not {self.encoding} text: byte 0x{exc.object[exc.start]:02x}"
                 f" on line {line} can't be read; check [input] encoding"
             ) from None
+        except UnicodeError as exc:  # a stream without the mark its codec wants, say
+            raise InputError(f"{self.path} is not {self.encoding} text: {exc}") from None
         self.line += text.count("\n")
         self._check_not_utf8(data, final)
         return text.encode("utf-8")
@@ -247,9 +250,21 @@ class _Recoder:
             raise _IsUtf8
 
 
+def _marked(first: bytes) -> str | None:
+    """The encoding a byte order mark at the start says, if any."""
+    if first.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return None
+
+
 def _codec(encoding: str) -> str:
     try:
-        return codecs.lookup(encoding).name
+        found = codecs.lookup(encoding)
+        if not getattr(found, "_is_text_encoding", True):  # rot13, base64: not a text's bytes
+            raise LookupError(encoding)
+        return found.name
     except LookupError:
         raise ConfigError(
             f"unknown [input] encoding {encoding!r}; e.g. utf-8, cp1252, utf-16"

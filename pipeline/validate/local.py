@@ -15,6 +15,7 @@ import re
 
 import polars as pl
 
+from pipeline.model import date_shape as shape
 from pipeline.validate.parse import DATE_FIELDS
 
 UNREADABLE = "\x00"  # put before an amount not written the configured way: no number
@@ -29,16 +30,23 @@ def localised(
     frame: pl.DataFrame, decimal: str, thousands: str, formats: tuple[str, ...]
 ) -> pl.DataFrame:
     """``frame`` with its amounts and dates as plain text (the input's kept beside them)."""
-    fields = (["amount"] if (decimal, thousands) != (".", "") else []) + (
-        list(DATE_FIELDS) if formats else []
-    )
+    numbers = ["amount", "definitionId"] if (decimal, thousands) != (".", "") else []
+    fields = numbers + (list(DATE_FIELDS) if formats else [])
     if not fields:
         return frame
     kept = frame.with_columns(pl.col(f).alias(original(f)) for f in fields)
     exprs = [_dates(pl.col(f), formats).alias(f) for f in fields if f in DATE_FIELDS]
-    if "amount" in fields:
+    if numbers:
         exprs.append(_amount(pl.col("amount"), decimal, thousands).alias("amount"))
+        exprs.append(_whole(pl.col("definitionId"), decimal, thousands).alias("definitionId"))
     return kept.with_columns(exprs)
+
+
+def _whole(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
+    """An id holding a separator (``1.000`` with a thousands dot) is no id: not read as 1."""
+    marks = [mark for mark in (decimal, thousands) if mark]
+    odd = pl.any_horizontal(text.str.contains(mark, literal=True) for mark in marks)
+    return pl.when(odd.fill_null(False)).then(UNREADABLE + text).otherwise(text)
 
 
 def _amount(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
@@ -52,11 +60,15 @@ def _amount(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
 
 
 def _dates(text: pl.Expr, formats: tuple[str, ...]) -> pl.Expr:
-    """The first format that reads the text, as ISO 8601 (naive: the zone comes after)."""
+    """The first format that reads the text, as ISO 8601 (naive: the zone comes after). A
+    text must have the format's shape (``%Y`` four digits, as Python reads it: the parser
+    alone would read ``25.11.26`` as the year 26)."""
     s = text.str.strip_chars()
     read = [
-        s.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True).dt.strftime(
-            "%Y-%m-%dT%H:%M:%S%.f"
+        pl.when(s.str.contains(shape(fmt))).then(
+            s.str.strptime(pl.Datetime("us"), fmt, strict=False, exact=True).dt.strftime(
+                "%Y-%m-%dT%H:%M:%S%.f"
+            )
         )
         for fmt in formats
     ]

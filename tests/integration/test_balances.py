@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.simulator.fixture import contact_id
-from tests.conftest import SAMPLE, stored
+from tests.conftest import ROOT, SAMPLE, stored
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -112,3 +112,34 @@ def test_inspect_shows_accounts_definitions_and_latest_transactions(simulator, r
     assert "Welcome bonus" in done.out and "Coffee" in done.out
     nobody = run_cli("inspect", contact_id(8), sim=sim)
     assert nobody.code == 0 and "no point account" in nobody.out
+
+
+def test_export_reads_a_legacy_file_with_its_config_and_verify_checks_its_lines(
+    simulator, run_cli, tmp_path
+):
+    """The migration guide's step: export the legacy file's contacts with its config; a
+    before-snapshot with a bad line is exit 2; duplicate expected lines are reported."""
+    config = str(ROOT / "configs" / "legacy.toml")
+    sim = simulator()
+    legacy = ROOT / "sample_data" / "legacy_cp1252.csv"
+    done = run_cli("balances", "export", str(legacy), "-o", "before.csv", "--config", config,
+                   sim=sim)  # fmt: skip
+    assert done.code == 0 and "of 6 contacts" in done.err, done.err
+    (tmp_path / "bad-before.csv").write_text(
+        f"contactId,definitionId,balance\n{contact_id(1)},1.0,3\n"
+    )
+    (tmp_path / "exp.csv").write_text(
+        f"contactId,definitionId,balance\n{contact_id(1)},1,0\n{{{contact_id(1).upper()}}},1,0\n"
+    )
+    bad = run_cli("balances", "verify", "exp.csv", "--before", "bad-before.csv", sim=sim)
+    assert bad.code == 2 and "definitionId" in bad.err and "Traceback" not in bad.err
+    dup = run_cli("balances", "verify", "exp.csv", "--report", "r.csv", sim=sim)
+    notes = [r["note"] for r in _rows(tmp_path / "r.csv")]
+    assert dup.code == 3 and "the same contact and definition as an earlier line" in notes
+
+
+def test_inspect_of_what_is_no_contact_id_is_a_usage_error(simulator, run_cli):
+    sim = simulator()
+    done = run_cli("inspect", "x/../../definitions", sim=sim)
+    assert done.code == 2 and "not a contact id" in done.err
+    assert run_cli("inspect", "{" + contact_id(1).upper() + "}", sim=sim).code == 0

@@ -122,3 +122,49 @@ def test_a_broken_workbook_is_an_input_error(run_cli, tmp_path):
 
 def test_legacy_sample_is_what_the_config_reads(tmp_path):
     assert Path(LEGACY).read_bytes().decode("cp1252").startswith("Kundnr;Poäng")
+
+
+def test_typed_numbers_are_numbers_whatever_the_local_spelling(simulator, run_cli, tmp_path):
+    """With a decimal comma and a thousands dot set, an Excel number cell 1.234 is one and a
+    bit, never 1234; the separators are for text."""
+    pl.DataFrame({
+        "contactId": [contact_id(1), contact_id(2)], "amount": [1.234, 1.5],
+        "definitionId": [1, 1], "source": ["POS", "POS"], "description": ["a", "b"],
+    }).write_excel(tmp_path / "typed.xlsx")  # fmt: skip
+    sim = simulator()
+    config = '[input]\ndecimal_separator = ","\nthousands_separator = "."\n'
+    assert run_cli("run", "typed.xlsx", sim=sim, config=config).code == 0
+    held = _by_contact(sim)
+    assert Decimal(str(held[contact_id(1)]["amount"])) == Decimal("1.234")
+    assert Decimal(str(held[contact_id(2)]["amount"])) == Decimal("1.5")
+
+
+def test_a_short_year_is_no_four_digit_year_and_an_id_with_a_separator_no_id(run_cli, tmp_path):
+    """``25.11.26`` does not match %Y (it would be the year 26); ``1.000`` with a thousands
+    dot is no definition id 1."""
+    (tmp_path / "in.csv").write_text(
+        "contactId;amount;definitionId;timeStamp;source;description\n"
+        f"{contact_id(1)};1;1;25.11.26 10:00;S;short year\n"
+        f"{contact_id(2)};1;1.000;25.11.2026 10:00;S;thousand\n"
+        f"{contact_id(3)};1;1;25.11.2026 10:00;S;fine\n"
+    )
+    config = ('[input]\ndecimal_separator = ","\nthousands_separator = "."\n'
+              'date_formats = ["%d.%m.%Y %H:%M"]\n')  # fmt: skip
+    done = run_cli("validate", "in.csv", "--rejects", "r.csv", config=config)
+    reasons = {r["description"]: r["reason"] for r in done.rejects("r.csv")}
+    assert set(reasons) == {"short year", "thousand"}
+    assert "timeStamp" in reasons["short year"] and "definitionId" in reasons["thousand"]
+
+
+@pytest.mark.parametrize("fmt", ["%d.%m.%Y %z", "%Y-%m-%d %Z", "%d.%m.%Q"])
+def test_a_date_format_with_an_offset_or_an_unknown_directive_is_a_usage_error(run_cli, fmt):
+    done = run_cli("validate", str(LEGACY), config=f'[input]\ndate_formats = ["{fmt}"]\n')
+    assert done.code == 2 and "date format" in done.err
+
+
+def test_a_report_fed_back_to_a_utf16_config_is_read_as_utf8(simulator, run_cli, tmp_path):
+    text = f"contactId,amount,definitionId,source,description\n{contact_id(1)},5,1,POS,Öl\n"
+    (tmp_path / "fixed.csv").write_text(text, encoding="utf-8")
+    sim = simulator()
+    assert run_cli("run", "fixed.csv", sim=sim, config='[input]\nencoding = "utf-16"\n').code == 0
+    assert [t["description"] for t in stored(sim)] == ["Öl"]
