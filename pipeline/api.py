@@ -157,7 +157,7 @@ def run_import(
         if exc.exit_code == EXIT_ABORTED and not isinstance(exc, ImportAborted):
             raise ImportAborted(_said(exc)) from exc  # before any row: nothing to report
         raise
-    return summarized(result)
+    return _summarized(result)
 
 
 def execute(
@@ -174,13 +174,13 @@ def execute(
     options = with_report_paths(options, input)
     told = env if env is not None else dict(os.environ)
     try:
-        result = import_report(cfg, input, options, env, stop, progress)
+        result = _import_report(cfg, input, options, env, stop, progress)
     except Exception as exc:
         _outcome(cfg, options, None, getattr(exc, "exit_code", EXIT_ABORTED), _kind(exc), told)
         raise
     failed: Exception | None = None
     try:
-        write_reports(result, options)
+        _write_reports(result, options)
     except Exception as exc:
         failed = exc
         raise
@@ -254,7 +254,7 @@ def with_report_paths(options: ImportOptions, input: Path) -> ImportOptions:
     return replace(options, rejects=options.rejects or folder / _rejects_name(input))
 
 
-def summarized(result: RunReport) -> Summary:
+def _summarized(result: RunReport) -> Summary:
     """The run's summary; ``ImportAborted`` if it stopped early."""
     found = Summary.of(result)
     if result.exit_code == EXIT_ABORTED:
@@ -262,7 +262,7 @@ def summarized(result: RunReport) -> Summary:
     return found
 
 
-def import_report(
+def _import_report(
     cfg: Config,
     input: Path,
     options: ImportOptions,
@@ -305,7 +305,7 @@ def import_report(
     return result
 
 
-def write_reports(result: RunReport, options: ImportOptions) -> None:
+def _write_reports(result: RunReport, options: ImportOptions) -> None:
     """The rejects report (unless the import's rows were forgotten) and the summary JSON."""
     if options.rejects is not None and result.rejects is not None:
         report.write_rejects(result.rejects, options.rejects)
