@@ -22,6 +22,7 @@ import polars as pl
 
 from pipeline.engage import EngageClient
 from pipeline.errors import InputError
+from pipeline.validate.local import plain_amount
 from pipeline.validate.parse import GUID
 
 TOLERANCE = Decimal("0.000001")
@@ -98,18 +99,23 @@ def balances(
     return pl.DataFrame(rows, schema=BALANCES, orient="row")
 
 
-def expected_of(path: Path, encoding: str = "utf-8") -> tuple[pl.DataFrame, pl.DataFrame]:
+def expected_of(
+    path: Path, encoding: str = "utf-8", decimal: str = ".", thousands: str = ""
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A file of balances (contactId, definitionId, balance) as the rows to check and the rows
     that can't be, with their reason: a balance or id that is not a number, a contact that is
     no GUID, a contact and definition an earlier line gave already."""
     table = read_table(path, encoding)
     names = [column(table, n, path) for n in ("contactId", "definitionId", "balance")]
     contact = pl.col(names[0]).str.strip_chars().str.strip_prefix("{").str.strip_suffix("}")
+    balance = pl.col(names[2]).str.strip_chars()
+    local = (decimal, thousands) != (".", "")
     frame = table.with_row_index("line", 2).select(
         "line",
         contact.str.to_lowercase().alias("contactId"),
         pl.col(names[1]).str.strip_chars().alias("definitionId"),
-        pl.col(names[2]).str.strip_chars().alias("expected"),
+        (plain_amount(balance, decimal, thousands) if local else balance).alias("expected"),
+        balance.alias("written"),
     )
     number = pl.col("expected").str.contains(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$")
     whole = pl.col("definitionId").str.contains(r"^[0-9]{1,18}$")
@@ -127,7 +133,8 @@ def expected_of(path: Path, encoding: str = "utf-8") -> tuple[pl.DataFrame, pl.D
         .alias("note")
     )
     good = frame.filter(fine).with_columns(pl.col("definitionId").cast(pl.Int64))
-    return good.drop("line"), bad.drop("line").with_columns(
+    bad = bad.with_columns(pl.col("written").alias("expected"))  # as the file wrote it
+    return good.drop("line", "written"), bad.drop("line", "written").with_columns(
         pl.col("definitionId").cast(pl.Int64, strict=False)
     )
 
@@ -155,10 +162,10 @@ def compare(
     ).iter_rows():
         key = (contact.lower(), definition)
         want = Decimal(text) + had.get(key, Decimal(0))
-        got = have.get(key)
-        if got is None or abs(got - want) > TOLERANCE:
-            note = "no such account in Engage" if got is None else ""
-            got = got or Decimal(0)
+        found = have.get(key)
+        got = Decimal(0) if found is None else found  # no account: nothing, which 0 expects
+        if abs(got - want) > TOLERANCE:
+            note = "no such account in Engage" if found is None else ""
             rows.append((contact, definition, _text(want), _text(got), _text(got - want), note))
     return pl.DataFrame(rows, schema=MISMATCHES, orient="row")
 

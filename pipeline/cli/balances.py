@@ -44,7 +44,10 @@ def export(cfg: Config, contacts: Path | None, import_id: str | None, output: Pa
 def verify(cfg: Config, expected: Path, before: Path | None, sample: int | None,
            report: Path, env: dict[str, str]) -> int:  # fmt: skip
     """Check Engage's balances against ``expected``; the mismatches to ``report``."""
-    wanted, bad = balances.expected_of(expected, cfg.input.encoding)
+    given = cfg.input
+    wanted, bad = balances.expected_of(
+        expected, given.encoding, given.decimal_separator, given.thousands_separator
+    )
     wanted = balances.sample(wanted, sample)
     earlier = balances.snapshot_of(before, cfg.input.encoding) if before else None
     contacts = wanted["contactId"].unique(maintain_order=True).to_list()

@@ -37,7 +37,7 @@ def localised(
     kept = frame.with_columns(pl.col(f).alias(original(f)) for f in fields)
     exprs = [_dates(pl.col(f), formats).alias(f) for f in fields if f in DATE_FIELDS]
     if numbers:
-        exprs.append(_amount(pl.col("amount"), decimal, thousands).alias("amount"))
+        exprs.append(plain_amount(pl.col("amount"), decimal, thousands).alias("amount"))
         exprs.append(_whole(pl.col("definitionId"), decimal, thousands).alias("definitionId"))
     return kept.with_columns(exprs)
 
@@ -49,7 +49,9 @@ def _whole(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
     return pl.when(odd.fill_null(False)).then(UNREADABLE + text).otherwise(text)
 
 
-def _amount(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
+def plain_amount(text: pl.Expr, decimal: str, thousands: str) -> pl.Expr:
+    """An amount in the local spelling as a plain decimal; one written otherwise made
+    unreadable (it is no number then)."""
     s = text.str.strip_chars()
     d, t = re.escape(decimal), re.escape(thousands)
     whole = rf"([0-9]{{1,3}}({t}[0-9]{{3}})+|[0-9]+)" if thousands else "[0-9]+"

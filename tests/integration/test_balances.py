@@ -143,3 +143,24 @@ def test_inspect_of_what_is_no_contact_id_is_a_usage_error(simulator, run_cli):
     done = run_cli("inspect", "x/../../definitions", sim=sim)
     assert done.code == 2 and "not a contact id" in done.err
     assert run_cli("inspect", "{" + contact_id(1).upper() + "}", sim=sim).code == 0
+
+
+def test_verify_reads_local_spellings_and_a_zero_needs_no_account(simulator, run_cli, tmp_path):
+    """Expected balances with a decimal comma, as the config says; a contact the legacy
+    system has at 0 and Engage has no account for matches; a balance spelt otherwise is
+    reported as written."""
+    sim = simulator()
+    (tmp_path / "in.csv").write_text(f"contactId,amount,definitionId,source,description\n"
+                                     f"{contact_id(1)},1234.5,1,Legacy,Migrated\n")  # fmt: skip
+    run_cli("run", "in.csv", sim=sim)
+    (tmp_path / "exp.csv").write_text(
+        f"contactId;definitionId;balance\n{contact_id(1)};1;1.234,50\n"
+        f"{contact_id(2)};1;0\n{contact_id(3)};1;12.50\n"
+    )
+    config = tmp_path / "c.toml"
+    config.write_text('[input]\ndecimal_separator = ","\nthousands_separator = "."\n')
+    done = run_cli("balances", "verify", "exp.csv", "--config", str(config), "--report", "r.csv",
+                   sim=sim)  # fmt: skip
+    (odd,) = _rows(tmp_path / "r.csv")
+    assert done.code == 3 and odd["contactId"] == contact_id(3)
+    assert odd["expected"] == "12.50" and "not a number" in odd["note"]
