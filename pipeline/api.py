@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from pipeline import metrics, notify, report
@@ -38,6 +39,7 @@ from pipeline.limits import RateLimiter
 from pipeline.runner import Progress, RunReport, RunSettings, run
 
 __all__ = ["ImportAborted", "Summary", "run_import"]
+log = structlog.get_logger("pipeline.api")
 S = TypeVar("S", bound=BaseModel)
 
 
@@ -216,7 +218,7 @@ def _outcome(
         file = options.metrics_file or cfg.metrics.file
         metrics.record(summary, code, file, cfg.metrics.pushgateway, cfg.metrics.job)
     except Exception as exc:  # a metrics sink down is no reason to fail an import
-        _log().warning("metrics not recorded", error=" ".join(str(exc).split()))
+        log.warning("metrics not recorded", error=" ".join(str(exc).split()))
     if code != EXIT_OK:
         urls = [*cfg.alerts.notify, *env.get(cfg.alerts.notify_env, "").split()]
         notify.notify(urls, *notify.message(summary, said, code))
@@ -240,12 +242,6 @@ def _kind(exc: BaseException) -> str:
 
 def _said(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _log() -> Any:
-    import structlog
-
-    return structlog.get_logger("pipeline.api")
 
 
 def with_report_paths(options: ImportOptions, input: Path) -> ImportOptions:
@@ -288,7 +284,7 @@ def _import_report(
     client = open_client(cfg, creds, stop) if creds else None
     journal = Journal.open(cfg.journal.state_dir) if client and not options.dry_run else None
     if journal is not None and in_container() and _on_root_filesystem(cfg.journal.state_dir):
-        _log().warning(
+        log.warning(
             "the journal is on the container's own filesystem: it is lost with the container,"
             " and a re-run can then neither resume this import nor know the rows it landed;"
             " put the state folder on a volume (the image's /data, a PersistentVolumeClaim)",
@@ -409,7 +405,7 @@ def _credentials(cfg: Config, env: dict[str, str] | None, dry_run: bool) -> Cred
     if env is None:
         return None
     if dry_run and not env.get(cfg.engage.base_url_env):
-        _log().warning(
+        log.warning(
             "dry run without Engage: point definitions are not checked",
             variable=cfg.engage.base_url_env,
         )

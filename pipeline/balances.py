@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
@@ -22,6 +21,8 @@ import polars as pl
 
 from pipeline.engage import EngageClient
 from pipeline.errors import InputError
+from pipeline.load.columns import header_key
+from pipeline.load.formats import sniff_delimiter
 from pipeline.validate.local import plain_amount
 from pipeline.validate.parse import GUID
 
@@ -46,9 +47,8 @@ def read_table(path: Path, encoding: str = "utf-8") -> pl.DataFrame:
         data = path.read_bytes()
         data = gzip.decompress(data) if data.startswith(b"\x1f\x8b") else data
         text = data.decode("utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
-        head = text.split("\n", 1)[0]
-        sep = max(",;\t|", key=head.count)
-        return pl.read_csv(io.BytesIO(text.encode()), separator=sep, infer_schema=False)
+        data = text.encode()
+        return pl.read_csv(io.BytesIO(data), separator=sniff_delimiter(data), infer_schema=False)
     except FileNotFoundError:
         raise InputError(f"{path} does not exist") from None
     except UnicodeError as exc:
@@ -63,7 +63,7 @@ def column(
     """The column of ``frame`` that is ``name`` in any case and spacing, or mapped to it by
     ``[columns]``."""
     for found in frame.columns:
-        if (mapping or {}).get(found) == name or _key(found) == _key(name):
+        if (mapping or {}).get(found) == name or header_key(found) == header_key(name):
             return found
     raise InputError(f"{path} has no {name} column (found: {', '.join(frame.columns)[:200]})")
 
@@ -71,8 +71,8 @@ def column(
 def guids(ids: pl.Series) -> tuple[list[str], int]:
     """The distinct GUIDs (lower case, braces gone) of ``ids``, in order; and how many
     values were no GUID (not asked about: Engage would refuse them)."""
-    ids = ids.drop_nulls().str.strip_chars()
-    ids = ids.filter(ids != "").str.strip_prefix("{").str.strip_suffix("}").str.to_lowercase()
+    ids = ids.drop_nulls().to_frame("id").select(_contact(pl.col("id"))).to_series()
+    ids = ids.filter(ids != "")
     guid = ids.str.contains(GUID)
     return ids.filter(guid).unique(maintain_order=True).to_list(), int((~guid).sum())
 
@@ -107,12 +107,11 @@ def expected_of(
     no GUID, a contact and definition an earlier line gave already."""
     table = read_table(path, encoding)
     names = [column(table, n, path) for n in ("contactId", "definitionId", "balance")]
-    contact = pl.col(names[0]).str.strip_chars().str.strip_prefix("{").str.strip_suffix("}")
     balance = pl.col(names[2]).str.strip_chars()
     local = (decimal, thousands) != (".", "")
     frame = table.with_row_index("line", 2).select(
         "line",
-        contact.str.to_lowercase().alias("contactId"),
+        _contact(pl.col(names[0])).alias("contactId"),
         pl.col(names[1]).str.strip_chars().alias("definitionId"),
         (plain_amount(balance, decimal, thousands) if local else balance).alias("expected"),
         balance.alias("written"),
@@ -137,6 +136,11 @@ def expected_of(
     return good.drop("line", "written"), bad.drop("line", "written").with_columns(
         pl.col("definitionId").cast(pl.Int64, strict=False)
     )
+
+
+def _contact(text: pl.Expr) -> pl.Expr:
+    """A contact id as Engage's GUIDs are compared: trimmed, braces gone, lower case."""
+    return text.str.strip_chars().str.strip_prefix("{").str.strip_suffix("}").str.to_lowercase()
 
 
 def snapshot_of(path: Path, encoding: str = "utf-8") -> pl.DataFrame:
@@ -217,10 +221,6 @@ def _int(value: Any) -> int | None:
 def _text(value: Decimal) -> str:
     text = format(value.normalize(), "f")
     return "0" if text in ("-0", "") else text
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def _line(exc: BaseException) -> str:

@@ -64,5 +64,6 @@ def notify(urls: Sequence[str], title: str, body: str) -> bool:
 def _quiet_apprise() -> None:
     """apprise logs through the standard library, URLs and all: not to our stderr."""
     logger = logging.getLogger("apprise")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
+    if logger.propagate:  # once: a handler a call would pile up
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False

@@ -292,8 +292,8 @@ def balances_export_cmd(contacts: Path | None, import_id: str | None, output: Pa
     balanceExpires. Read at the configured rate limit and concurrency."""
     from pipeline.cli.balances import export
 
-    cfg = _with_state_dir(_setup(config), state_dir)
-    return export(cfg, contacts, import_id, output, dict(os.environ))
+    cfg = _setup(config)
+    return export(cfg, contacts, import_id, output, _journal_dir(cfg, state_dir), dict(os.environ))
 
 
 @balances_group.command("verify")
@@ -329,13 +329,6 @@ def inspect_cmd(contact: str, latest: int, config: Path | None) -> int:
 
     cfg = _setup(config)
     return inspect(cfg, contact, latest, dict(os.environ))
-
-
-def _with_state_dir(cfg: Config, state_dir: Path | None) -> Config:
-    if state_dir is None:
-        return cfg
-    journal = cfg.journal.model_copy(update={"state_dir": state_dir})
-    return cfg.model_copy(update={"journal": journal})
 
 
 def _journal_dir(cfg: Config, state_dir: Path | None) -> Path:

@@ -26,12 +26,12 @@ from pipeline.load import open_source, read_chunks
 
 
 def export(cfg: Config, contacts: Path | None, import_id: str | None, output: Path,
-           env: dict[str, str]) -> int:  # fmt: skip
+           state_dir: Path, env: dict[str, str]) -> int:  # fmt: skip
     """Write the balances of the contacts of a file, or of an import's input, to ``output``."""
     if contacts is not None:
         ids, odd = balances.contacts_of(contacts, cfg.input.encoding, cfg.columns)
     else:
-        ids, odd = _import_contacts(cfg, import_id)
+        ids, odd = _import_contacts(cfg, import_id, state_dir)
     with _client(cfg, env) as client:
         found = _read_balances(ids, client, cfg)
     _write(found, output)
@@ -106,15 +106,15 @@ def _print_transactions(
     console.print(table)
 
 
-def _import_contacts(cfg: Config, import_id: str | None) -> tuple[list[str], int]:
+def _import_contacts(cfg: Config, import_id: str | None, state_dir: Path) -> tuple[list[str], int]:
     """The contacts of ``import_id``'s input, read as ``run`` reads it (the config's format,
     encoding, delimiter and columns)."""
     if not import_id:
         raise InputError("give a file of contacts, or --import ID")
-    with Journal.open(cfg.journal.state_dir, create=False) as journal:
+    with Journal.open(state_dir, create=False) as journal:
         record = journal.find(import_id)
     if record is None:
-        raise InputError(f"no import {import_id} in the journal in {cfg.journal.state_dir}")
+        raise InputError(f"no import {import_id} in the journal in {state_dir}")
     given = cfg.input
     with open_source(Path(record.input_path), given.format, given.encoding) as source:
         pieces = read_chunks(source, given.delimiter, cfg.columns)

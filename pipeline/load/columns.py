@@ -22,11 +22,12 @@ from pipeline.model import (
 _DUPLICATE = re.compile(r"_duplicated_[0-9]+$")  # how polars names a repeated header
 
 
-def _key(name: str) -> str:
+def header_key(name: str) -> str:
+    """A header in any case and spacing: ``Contact Id``, ``contact_id`` are ``contactid``."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
-_BY_KEY = {_key(f): f for f in FIELDS}
+_BY_KEY = {header_key(f): f for f in FIELDS}
 
 
 def canonical_columns(
@@ -40,14 +41,14 @@ def canonical_columns(
     ``id_column`` (if one is named) to ``_rowId``. Strict: a required field, or the id
     column, with no column is an InputError; else its values are null (NDJSON lines after the
     first piece may simply not have the key)."""
-    by_key = {**_BY_KEY, **{_key(k): v for k, v in mapping.items()}}
+    by_key = {**_BY_KEY, **{header_key(k): v for k, v in mapping.items()}}
     found = [c for c in frame.columns if c not in (LOAD_ERROR, SOURCE_ROW)]
     renames: dict[str, str] = {}
     headers: dict[str, str] = {}  # field -> the header it is read from
     for name in found:
         header = _DUPLICATE.sub("", name)  # a repeated header counts as the same name
         header = header if header in frame.columns else name
-        target = mapping.get(header) or by_key.get(_key(header))
+        target = mapping.get(header) or by_key.get(header_key(header))
         if target is None:
             continue
         if target in headers:
@@ -70,8 +71,8 @@ def _row_id(found: list[str], id_column: str, path: Path, strict: bool) -> pl.Ex
     spacing); null when no id column is named."""
     if not id_column:
         return pl.lit(None, dtype=pl.String).alias(ROW_ID)
-    keys = {_key(name): name for name in found}
-    name = id_column if id_column in found else keys.get(_key(id_column))
+    keys = {header_key(name): name for name in found}
+    name = id_column if id_column in found else keys.get(header_key(id_column))
     if name is not None:
         return pl.col(name).cast(pl.String).alias(ROW_ID)
     if strict:

@@ -164,3 +164,18 @@ def test_verify_reads_local_spellings_and_a_zero_needs_no_account(simulator, run
     (odd,) = _rows(tmp_path / "r.csv")
     assert done.code == 3 and odd["contactId"] == contact_id(3)
     assert odd["expected"] == "12.50" and "not a number" in odd["note"]
+
+
+def test_export_of_the_contacts_an_import_touched(simulator, run_cli, tmp_path):
+    """``--import ID``: the contacts of that import's input, read as the run read it."""
+    sim = simulator()
+    rows = f"{contact_id(1)};5;1;POS;a\n{contact_id(2)};7;2;POS;b\n"
+    (tmp_path / "in.csv").write_text("contactId;amount;definitionId;source;description\n" + rows)
+    assert run_cli("run", "in.csv", "--import-id", "night-1", sim=sim).code == 0
+    done = run_cli("balances", "export", "--import", "night-1", "-o", "b.csv", sim=sim)
+    exported = {
+        (r["contactId"], r["definitionId"], r["balance"]) for r in _rows(tmp_path / "b.csv")
+    }
+    assert done.code == 0 and exported == {(contact_id(1), "1", "5"), (contact_id(2), "2", "7")}
+    unknown = run_cli("balances", "export", "--import", "nope", sim=sim)
+    assert unknown.code == 2 and "no import nope" in unknown.err
