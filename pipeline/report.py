@@ -107,6 +107,15 @@ def _replace(path: Path, write: Callable[[BinaryIO], object]) -> None:
         ) from exc
 
 
+def settled_line(summary: dict[str, Any]) -> str:
+    """What settling the batches an earlier run left in doubt took and found."""
+    return (
+        f"{summary['batches_settled']:,} batches, {summary['accounts_read']:,} accounts read:"
+        f" {summary['rows_found_applied']:,} rows found applied, {summary['rows_resent']:,}"
+        " re-sent"
+    )
+
+
 def render(summary: dict[str, Any], stream: TextIO) -> None:
     """The summary as a table, for a person (stderr)."""
     table = Table(title=f"points-import {summary['status']}", show_header=False)
@@ -129,6 +138,8 @@ def render(summary: dict[str, Any], stream: TextIO) -> None:
     for stage, count in summary.get("rejected_by_stage", {}).items():
         if count:
             table.add_row(f"  rejected at {stage}", str(count))
+    if summary.get("batches_settled"):
+        table.add_row("batches in doubt settled", settled_line(summary))
     for definition, points in summary.get("points_by_definition", {}).items():
         table.add_row(f"points to definition {definition}", str(points))
     Console(file=stream, width=100, soft_wrap=True).print(table)

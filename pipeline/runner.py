@@ -44,7 +44,7 @@ from pipeline.journal.batches import Planned
 from pipeline.load import Source, open_source
 from pipeline.model import SOURCE_ROW
 from pipeline.plan import Plan
-from pipeline.post import Posted, Refused, Resume, post
+from pipeline.post import Posted, Refused, Resume, Watch, post
 from pipeline.validate.landed import Sorting
 
 log = structlog.get_logger("pipeline.runner")
@@ -82,13 +82,10 @@ class RunReport:
         return int(self.summary["exit_code"])
 
 
-class Progress:
+class Progress(Watch):
     """Where a run reports its progress (the CLI shows it); by default, nowhere."""
 
     def rows_read(self, rows: int) -> None:
-        pass
-
-    def batch_done(self, batch: Batch) -> None:
         pass
 
     def finished(self) -> None:
@@ -121,7 +118,7 @@ def run(
         elif journal is None:
             posted = post(plan.batches(), client, should_stop,
                           concurrency=settings.config.engage.concurrency,
-                          done=progress.batch_done, keep_accepted=False)  # fmt: skip
+                          watch=progress, keep_accepted=False)  # fmt: skip
         else:
             return _journaled(settings, plan, record, client, should_stop, journal, progress,
                               started, clock)  # fmt: skip
@@ -245,7 +242,7 @@ def _journaled(
         posted = post(_recorded(journal, plan), client, should_stop,
                       _JournalRecorder(journal, plan.import_id),
                       _resume(journal, plan.import_id, settings),
-                      settings.config.engage.concurrency, progress.batch_done,
+                      settings.config.engage.concurrency, progress,
                       keep_accepted=False)  # fmt: skip
         note = f"--force: sent again as import {plan.import_id}" if settings.force else ""
         result = _report(settings, plan, posted, started, clock, note)
@@ -473,6 +470,10 @@ def _summary(settings: RunSettings, plan: Plan, posted: Posted,
         "batches_sent": posted.batches_sent,
         "requests": posted.requests,
         "not_accepted_unmatched": posted.unmatched,
+        "batches_settled": posted.settling.batches,  # in doubt past their keys' window
+        "accounts_read": posted.settling.accounts,  # to settle them, each once
+        "rows_found_applied": posted.settling.rows_found,
+        "rows_resent": posted.settling.rows_resent,
         "points_by_definition": report.points(posted.points),
         "rejects_path": str(settings.rejects_path) if settings.rejects_path else None,
         "error": str(posted.aborted) if posted.aborted else None,

@@ -12,11 +12,11 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipeline import balances
 from pipeline.api import open_client
+from pipeline.cli.progress import counting
 from pipeline.config import Config
 from pipeline.credentials import credentials_from_env
 from pipeline.engage import EngageClient
@@ -128,14 +128,8 @@ def _client(cfg: Config, env: dict[str, str]) -> Iterator[EngageClient]:
 
 
 def _read_balances(contacts: list[str], client: EngageClient, cfg: Config) -> pl.DataFrame:
-    if not sys.stderr.isatty():
-        return balances.balances(contacts, client, cfg.engage.concurrency)
-    columns = (TextColumn("accounts read"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task("contacts", total=len(contacts))
-        return balances.balances(contacts, client, cfg.engage.concurrency,
-                                 lambda n: bar.advance(task, n))  # fmt: skip
+    with counting("accounts read", len(contacts)) as advance:
+        return balances.balances(contacts, client, cfg.engage.concurrency, advance)
 
 
 def _write(frame: pl.DataFrame, path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -31,7 +31,20 @@ class _Counts(RunProgress):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.read = self.settled = self.batches = 0
+        self.in_doubt = self.accounts = self.accounts_read = 0
         self.started = time.monotonic()
+
+    def settling(self, batches: int, accounts: int) -> None:
+        self.in_doubt, self.accounts = batches, accounts
+
+    def account_read(self) -> None:
+        self.accounts_read += 1
+
+    def settling_line(self) -> str:
+        return (
+            f"settling {self.in_doubt:,} batches in doubt:"
+            f" {self.accounts_read:,}/{self.accounts:,} accounts read"
+        )
 
     def rows_read(self, rows: int) -> None:
         with self.lock:
@@ -53,13 +66,23 @@ class _Logged(_Counts):
         super().__init__()
         self.last = time.monotonic()
 
+    def account_read(self) -> None:
+        super().account_read()
+        if self._due():
+            log.info("progress", settling=self.settling_line())
+
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)
-        now = time.monotonic()
-        if now - self.last >= EVERY_S:
-            self.last = now
+        if self._due():
             log.info("progress", rows_read=self.read, rows_settled=self.settled,
                      batches=self.batches, rows_per_s=round(self.rate()))  # fmt: skip
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < EVERY_S:
+            return False
+        self.last = now
+        return True
 
 
 class _Bar(_Counts):
@@ -73,6 +96,14 @@ class _Bar(_Counts):
     def rows_read(self, rows: int) -> None:
         super().rows_read(rows)
         self.bar.update(self.task, total=self.read)
+
+    def settling(self, batches: int, accounts: int) -> None:
+        super().settling(batches, accounts)
+        self.settle_task = self.bar.add_task(self.settling_line(), total=accounts)
+
+    def account_read(self) -> None:
+        super().account_read()
+        self.bar.update(self.settle_task, advance=1, description=self.settling_line())
 
     def batch_done(self, batch: Batch) -> None:
         super().batch_done(batch)
@@ -97,3 +128,16 @@ def progress_display(quiet: bool = False) -> Iterator[RunProgress]:
                TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         yield _Bar(bar)
+
+
+@contextmanager
+def counting(label: str, total: int) -> Iterator[Callable[..., None]]:
+    """On a terminal, a bar of ``total`` things done (``label``) that the callable given
+    advances (by one, or its argument); off a terminal, nothing."""
+    if not sys.stderr.isatty():
+        yield lambda n=1: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline import report
+from pipeline.cli.progress import counting
 from pipeline.config import Config
 from pipeline.credentials import credentials_from_env
 from pipeline.errors import EXIT_OK, EXIT_REJECTS, ConfigError
 from pipeline.journal import ImportRecord, Journal
 from pipeline.model import SOURCE_ROW
-from pipeline.post.reconcile import count_held
+from pipeline.post.reconcile import accounts_of, count_held, read_accounts
 from pipeline.runner import RunSettings, settled
 
 CONTENT = ["contactId", "definitionId", "amount", "source", "description", "timeStamp"]
@@ -68,6 +70,8 @@ def status(state_dir: Path, import_id: str | None) -> int:
             f" {s.get('rows_already_landed', 0)} had landed before (not sent)"
             + (f" in {', '.join(s['already_landed_in'])}" if s.get("already_landed_in") else "")
         )
+        if s.get("batches_settled"):
+            _say(f"  in doubt   settled {report.settled_line(s)}")
     return EXIT_OK
 
 
@@ -88,6 +92,8 @@ def runs(state_dir: Path) -> int:
             f" {r.rows:>10} {f'{done}/{r.batches}':>11} {landed:>8} {held:>6}  {r.updated_at}"
             f"  {r.input_path}"
         )
+        if (r.summary or {}).get("batches_settled"):
+            _say(f"{'':<28} settled in doubt: {report.settled_line(r.summary or {})}")
     if not records:
         _say("no imports yet")
     return EXIT_OK
@@ -117,11 +123,15 @@ def reconcile(
     )
     chosen = _sample(accepted, sample)
     since = datetime.fromisoformat(record.created_at).timestamp()
-    with open_client(cfg, credentials_from_env(cfg.engage, env)) as client:
-        pairs = chosen.select("contactId", "definitionId").unique()
-        rows = accepted.join(pairs, on=["contactId", "definitionId"])
-        held = count_held(rows, client, since)
-    return _verdict(rows, held, chosen)
+    accounts = accounts_of(chosen)
+    with (
+        open_client(cfg, credentials_from_env(cfg.engage, env)) as client,
+        counting("accounts read", len(accounts)) as advance,
+    ):
+        read = read_accounts(accounts, client, cfg.engage.concurrency, advance)
+    rows = accepted.join(chosen.select("contactId", "definitionId").unique(),
+                         on=["contactId", "definitionId"])  # fmt: skip
+    return _verdict(rows, count_held(rows, read, since), chosen)
 
 
 def _sample(accepted: pl.DataFrame, size: int | None) -> pl.DataFrame:

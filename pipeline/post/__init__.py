@@ -7,18 +7,21 @@ A ``notAccepted`` row is matched back to its input row by content (``match``).
 
 ``concurrency`` batches are in flight at once (the client's rate limiter paces the
 requests); batches are taken from the iterator only as workers free up, so memory stays
-bounded. With a journal, each batch's state is recorded before and after its request, and a
-resumed run settles what earlier runs did (``poster``). The first error retrying could not
-cure stops the run: no new batch is sent, the ones in flight finish, and every other row is
-still accounted for (what earlier runs settled, or ``unsent``).
+bounded. With a journal, each batch's state is recorded once its request may leave and when
+it is answered, and a resumed run settles what earlier runs did (``poster``): the batches
+they left in doubt past Engage's memory of their keys all together, before anything else is
+sent (every account they touch read once, side by side: ``poster.settle``). The first error
+retrying could not cure stops the run: no new batch is sent, the ones in flight finish, and
+every other row is still accounted for (what earlier runs settled, or ``unsent``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 import structlog
@@ -26,13 +29,21 @@ import structlog
 from pipeline.ahead import prefetched
 from pipeline.chunk import Batch
 from pipeline.engage import EngageClient
-from pipeline.errors import EngageError, FatalEngageError, TransientEngageError
+from pipeline.errors import (
+    BatchInDoubtError,
+    EngageError,
+    FatalEngageError,
+    NotSentError,
+    TransientEngageError,
+)
+from pipeline.journal import BatchRecord
 from pipeline.model import SOURCE_ROW
-from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused
-from pipeline.post.poster import STOPPED, NoRecorder, Poster, Recorder, Resume
+from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused, Settling
+from pipeline.post.poster import STOPPED, NoRecorder, Poster, Recorder, Resume, settle
+from pipeline.post.reconcile import Account
 from pipeline.spool import Spool
 
-__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "post"]
+__all__ = ["REFUSED_SCHEMA", "Posted", "Recorder", "Refused", "Resume", "Settling", "Watch", "post"]
 log = structlog.get_logger("pipeline.post")
 
 
@@ -46,15 +57,30 @@ class Posted:
     requests: int = 0
     batches_sent: int = 0
     unmatched: int = 0  # notAccepted rows that matched no row sent
+    settling: Settling = field(default_factory=Settling)
     aborted: EngageError | None = None
     interrupted: bool = False
     outcomes: pl.DataFrame | None = None  # every row's outcome, when asked for (keep_accepted)
 
 
+class Watch:
+    """Who watches a run's progress (a bar on a terminal); by default, nobody."""
+
+    def batch_done(self, batch: Batch) -> None:
+        """``batch`` is settled: accepted, refused, or left unsent."""
+
+    def settling(self, batches: int, accounts: int) -> None:
+        """``batches`` in doubt are being settled by reading ``accounts`` accounts."""
+
+    def account_read(self) -> None:
+        """One more account read (all its pages)."""
+
+
 class _Run:
-    def __init__(self, poster: Poster, concurrency: int, done: Callable[[Batch], None]) -> None:
+    def __init__(self, poster: Poster, concurrency: int, watch: Watch) -> None:
         self.poster, self.ledger = poster, poster.ledger
-        self.concurrency, self.done = max(1, concurrency), done
+        self.concurrency, self.watch = max(1, concurrency), watch
+        self.done = watch.batch_done
         self.inflight: dict[Future[None], Batch] = {}
         self.failure: EngageError | None = None
         self.stopped_by: str | None = None
@@ -74,6 +100,38 @@ class _Run:
     def submit(self, pool: ThreadPoolExecutor, batch: Batch) -> None:
         self.ledger.opened(batch.seq)
         self.inflight[pool.submit(self.poster.walk, batch)] = batch
+
+    def settled_first(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``batches``, the ones in doubt past Engage's memory of their keys (and those to be
+        sent among them) held back until all of them are settled together: their accounts
+        are read before this run sends anything, so no transaction of its own is taken for
+        an earlier run's row. Batches that need no sending pass at once."""
+        waiting = self.poster.doubtful()
+        held: list[Batch] = []
+        for batch in batches if waiting else ():
+            if batch.seq in waiting or self.poster.needs_sending(batch):
+                held.append(batch)
+            else:
+                yield batch
+            waiting.discard(batch.seq)
+            if not waiting:
+                break
+        self._settle([part for batch in held for part in self.poster.in_doubt(batch)])
+        yield from held
+        yield from batches
+
+    def _settle(self, parts: list[tuple[Batch, BatchRecord]]) -> None:
+        def read(accounts: list[Account]) -> dict[Account, list[dict[str, Any]]]:
+            self.watch.settling(len(parts), len(accounts))
+            log.warning("settling batches in doubt", batches=len(parts), accounts=len(accounts))
+            return self.poster.read(accounts, self.concurrency, self.watch.account_read)
+
+        try:
+            self.poster.found = settle(parts, read)
+        except BatchInDoubtError as exc:  # they stay in doubt; nothing else is sent
+            stopping = isinstance(exc.__cause__, NotSentError)
+            self.failure = None if stopping else exc
+            self.stopped_by = STOPPED if stopping else f"not sent: the run stopped ({exc})"
 
     def collect(self, finished: Iterable[Future[None]]) -> None:
         for future in list(finished):
@@ -131,16 +189,19 @@ def post(
     recorder: Recorder | None = None,
     resume: Resume | None = None,
     concurrency: int = 1,
-    done: Callable[[Batch], None] = lambda batch: None,
+    watch: Watch | None = None,
     keep_accepted: bool = True,
 ) -> Posted:
     """Settle every batch of ``batches``, sending what needs sending (``client`` None: send
     nothing, report what the journal knows). ``keep_accepted``: also say which rows were
     accepted (``Posted.outcomes``), for small imports and checks."""
     poster = Poster(client, recorder or NoRecorder(), resume or Resume(), Ledger(keep_accepted))
-    run = _Run(poster, concurrency, done)
+    run = _Run(poster, concurrency, watch or Watch())
+    done = run.done
     reporter: Poster | None = None
-    ahead = prefetched(batches, PREFETCH, name="plan") if client is not None else iter(batches)
+    ahead = iter(batches)
+    if client is not None:
+        ahead = run.settled_first(prefetched(batches, PREFETCH, name="plan"))
     with ThreadPoolExecutor(max_workers=run.concurrency, thread_name_prefix="post") as pool:
         for batch in ahead:
             if run.stopped_by is None and client is not None and poster.needs_sending(batch):
@@ -168,6 +229,7 @@ def _posted(ledger: Ledger, run: _Run, should_stop: Callable[[], bool]) -> Poste
         requests=ledger.requests,
         batches_sent=ledger.batches_sent,
         unmatched=ledger.unmatched,
+        settling=ledger.settling,
         aborted=run.failure,
         interrupted=should_stop(),
         outcomes=ledger.outcomes() if ledger.keep_accepted else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import MAX_PREC, Context, Decimal
 
 import polars as pl
@@ -28,6 +29,16 @@ REFUSED_SCHEMA = {
 }  # fmt: skip
 
 
+@dataclass
+class Settling:
+    """Batches an earlier run left in doubt past Engage's memory of their keys, settled."""
+
+    batches: int = 0
+    accounts: int = 0  # accounts read (each once, all pages)
+    rows_found: int = 0  # rows Engage held: applied before, not sent again
+    rows_resent: int = 0  # rows it did not hold: sent again under a new key
+
+
 class Ledger:
     """Accepted counts and points, refused rows, and which rows each batch settled so far."""
 
@@ -44,6 +55,7 @@ class Ledger:
         self.requests = 0
         self.batches_sent = 0  # planned batches whose request left in this run
         self.unmatched = 0  # notAccepted rows that matched no row sent
+        self.settling = Settling()
         self._open: dict[int, list[pl.Series]] = {}  # seq -> rows settled, while in flight
 
     def settle(
@@ -140,6 +152,17 @@ class Ledger:
         with self._lock:
             self.requests += 1
             self.batches_sent += planned
+
+    def count_settled(self, found: int, resent: int) -> None:
+        """A batch in doubt settled by GETs: ``found`` rows Engage held, ``resent`` not."""
+        with self._lock:
+            self.settling.batches += 1
+            self.settling.rows_found += found
+            self.settling.rows_resent += resent
+
+    def count_read(self) -> None:
+        with self._lock:
+            self.settling.accounts += 1
 
     def count_unmatched(self, n: int) -> None:
         with self._lock:

@@ -1,12 +1,12 @@
 """One batch, settled: sent (split on refusal, reconciled when in doubt past Engage's memory
-of its key), or replayed from what the journal recorded of it."""
+of its key, from what ``settle`` found), or replayed from what the journal recorded of it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 import structlog
@@ -18,9 +18,15 @@ from pipeline.journal import BatchRecord
 from pipeline.model import SOURCE_ROW
 from pipeline.post.ledger import Ledger, Refused
 from pipeline.post.match import match_not_accepted
-from pipeline.post.reconcile import find_applied
+from pipeline.post.reconcile import Account, Held, accounts_of, read_accounts
 
 log = structlog.get_logger("pipeline.post")
+
+
+def _nothing() -> None:
+    pass
+
+
 SETTLED = ("done", "failed", "split", "reconciled")
 STOPPED = "not sent: the run was interrupted"
 IN_DOUBT = (
@@ -84,10 +90,28 @@ class Poster:
         self.ledger = ledger or Ledger()
         self.unsent = unsent
         self.refused_alone: dict[int, int] = {}  # by seq: rows Engage refused one by one
+        self.found: dict[tuple[int, str], set[int]] = {}  # in doubt: the rows Engage holds
+        self._unsettled = {seq for (seq, _), r in resume.records.items() if r.state not in SETTLED}
 
     def needs_sending(self, batch: Batch) -> bool:
+        """Whether any part of ``batch`` is still to be sent (or settled by a GET)."""
+        return (batch.seq, batch.part) not in self.resume.records or batch.seq in self._unsettled
+
+    def doubtful(self) -> set[int]:
+        """The batches (seq) of which a part is in doubt past Engage's memory of its key."""
+        return {seq for (seq, _), r in self.resume.records.items() if self._reconciled(r)}
+
+    def in_doubt(self, batch: Batch) -> list[tuple[Batch, BatchRecord]]:
+        """The parts of ``batch`` in doubt past Engage's memory of their key, with their
+        records: what ``settle`` asks Engage about."""
         record = self.resume.records.get((batch.seq, batch.part))
-        return record is None or record.state not in SETTLED
+        if record is None:
+            return []
+        if record.state in ("split", "reconciled"):
+            return [
+                part for child in self._children(batch, record) for part in self.in_doubt(child)
+            ]
+        return [(batch, record)] if self._reconciled(record) else []
 
     def walk(self, batch: Batch) -> None:
         """Settle ``batch`` from what the journal knows of it, sending what needs sending."""
@@ -106,8 +130,8 @@ class Poster:
             self.ledger.settle(batch.rows, batch.key, "batch", IN_DOUBT, batch.seq)
         elif self.client is None:
             self.ledger.settle(batch.rows, None, "unsent", self.unsent, batch.seq)
-        elif record and state == "sending" and self._too_old(record):
-            self._reconcile(batch, record.first_sent_at, record.updated_at)
+        elif record and self._reconciled(record):
+            self._reconcile(batch, record)
         else:
             self._send(batch)
 
@@ -127,7 +151,10 @@ class Poster:
         rows = batch.rows.filter(pl.col(SOURCE_ROW).is_in(child.source_rows or []))
         return [Batch.of(batch.seq, child.key, rows, batch.part + "r")]
 
-    def _too_old(self, record: BatchRecord) -> bool:
+    def _reconciled(self, record: BatchRecord) -> bool:
+        """In doubt since before Engage's memory of its key: settled by a GET, not re-sent."""
+        if record.state != "sending":
+            return False
         sent = record.first_sent_at or self.resume.now()
         return self.resume.now() - sent >= self.resume.window_s
 
@@ -177,21 +204,16 @@ class Poster:
         for half in halves:
             self.walk(half)
 
-    def _reconcile(self, batch: Batch, since: float | None, until: float | None) -> None:
-        """In doubt past Engage's memory of the key: ask Engage which rows it holds."""
-        assert self.client is not None, "reconciling needs a client"
-        try:
-            applied = find_applied(batch.rows, self.client, since, until)
-        except EngageError as exc:  # still in doubt: not "not applied"
-            raise BatchInDoubtError(f"reconciling it failed: {exc}", status=exc.status) from exc
+    def _reconcile(self, batch: Batch, record: BatchRecord) -> None:
+        """In doubt past Engage's memory of the key: what Engage holds is accepted, the rest
+        sent again under a new key."""
+        applied = self.found.pop((batch.seq, batch.part), None)
+        if applied is None:  # not settled with the others (``settle``): asked on its own
+            applied = settle([(batch, record)], self.read)[(batch.seq, batch.part)]
         missing = batch.rows.filter(~pl.col(SOURCE_ROW).is_in(sorted(applied)))
-        log.warning(
-            "batch reconciled",
-            batch=batch.label,
-            key=batch.key,
-            found=len(applied),
-            resent=missing.height,
-        )
+        self.ledger.count_settled(len(applied), missing.height)
+        log.warning("batch reconciled", batch=batch.label, key=batch.key, found=len(applied),
+                    resent=missing.height)  # fmt: skip
         if not missing.height:
             self.recorder.settled(batch, "done", None, [])
             self.ledger.settle(batch.rows, batch.key, None, None, batch.seq)
@@ -201,6 +223,39 @@ class Poster:
         found = batch.rows.join(missing, on=SOURCE_ROW, how="anti")
         self.ledger.settle(found, batch.key, None, None, batch.seq)
         self.walk(child)
+
+    def read(
+        self, accounts: list[Account], concurrency: int = 1, done: Callable[[], None] = _nothing
+    ) -> dict[Account, list[dict[str, Any]]]:
+        """Every transaction of each of ``accounts``, read once each, counted."""
+        assert self.client is not None, "reconciling needs a client"
+
+        def read_one() -> None:
+            self.ledger.count_read()
+            done()
+
+        return read_accounts(accounts, self.client, concurrency, read_one)
+
+
+Read = Callable[[list["Account"]], dict["Account", list[dict[str, Any]]]]
+
+
+def settle(
+    parts: Sequence[tuple[Batch, BatchRecord]], read: Read
+) -> dict[tuple[int, str], set[int]]:
+    """Which rows of each batch in doubt Engage holds: every account they touch read once
+    (``read``), then their rows matched in order, each transaction standing for one row of
+    one batch at most. An error reading goes up as the batches' doubt."""
+    if not parts:
+        return {}
+    try:
+        held = Held(read(accounts_of(pl.concat([b.rows.select("contactId", "definitionId")
+                                                for b, _ in parts]))))  # fmt: skip
+    except EngageError as exc:  # still in doubt: not "not applied"
+        raise BatchInDoubtError(f"reconciling failed: {exc}", status=exc.status) from exc
+    return {
+        (b.seq, b.part): held.find_applied(b.rows, r.first_sent_at, r.updated_at) for b, r in parts
+    }
 
 
 def _since(started: float) -> float:

@@ -22,7 +22,8 @@ settled one's transaction can stand for the in-doubt one, which is then not re-s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -37,56 +38,98 @@ ZONES_S = 14 * 3600.0  # the widest offset: a date without one may be off by up 
 DEFAULTED_S = ZONES_S + SLACK_S  # a date Engage set to "now", in any zone, vs createdOn
 
 
-class Ledger(Protocol):
+Account = tuple[str, int]  # (contactId, definitionId)
+
+
+class Reader(Protocol):
     def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]: ...
 
 
-def find_applied(
-    rows: pl.DataFrame, engage: Ledger, since: float | None = None, until: float | None = None
-) -> set[int]:
-    """The sourceRows of ``rows`` that Engage holds a transaction for, created between
-    ``since`` (the first send) and a few hours after ``until`` (the last), if given."""
-    found: set[int] = set()
-    for (contact, definition), group in rows.group_by(
-        "contactId", "definitionId", maintain_order=True
-    ):
-        items = engage.transactions(str(contact), int(str(definition)))
-        held = _held(items, since, until)
-        for row in group.iter_rows(named=True):
-            index = _first_match(row, held)
-            if index is not None:
-                held.pop(index)
-                found.add(int(row[SOURCE_ROW]))
-    return found
+def accounts_of(rows: pl.DataFrame) -> list[Account]:
+    """The accounts ``rows`` touch, each once, in the order they first appear."""
+    pairs = rows.select("contactId", "definitionId").unique(maintain_order=True)
+    return [(str(c), int(str(d))) for c, d in pairs.iter_rows()]
 
 
-def count_held(rows: pl.DataFrame, engage: Ledger, since: float | None) -> dict[int, int]:
+def read_accounts(
+    accounts: Sequence[Account],
+    engage: Reader,
+    concurrency: int = 1,
+    done: Callable[[], None] = lambda: None,
+) -> dict[Account, list[dict[str, Any]]]:
+    """Every transaction of each account (all pages), each account read once, ``concurrency``
+    at a time (the client's rate limiter paces the GETs). The first read that fails stops
+    the others and goes up."""
+    read: dict[Account, list[dict[str, Any]]] = {}
+    pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="settle")
+    try:
+        futures = {pool.submit(engage.transactions, *account): account for account in accounts}
+        for future in as_completed(futures):
+            read[futures[future]] = future.result()
+            done()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return read
+
+
+class Held:
+    """What Engage holds, read once per account for every batch in doubt: a transaction
+    found for a row is taken, and stands for no other row, of this batch or another."""
+
+    def __init__(self, read: dict[Account, list[dict[str, Any]]]) -> None:
+        self.read = read
+        self.taken: set[tuple[Account, int]] = set()
+
+    def find_applied(
+        self, rows: pl.DataFrame, since: float | None = None, until: float | None = None
+    ) -> set[int]:
+        """The sourceRows of ``rows`` that Engage holds an untaken transaction for, created
+        between ``since`` (the first send) and a few hours after ``until`` (the last)."""
+        found: set[int] = set()
+        for (contact, definition), group in rows.group_by(
+            "contactId", "definitionId", maintain_order=True
+        ):
+            account = (str(contact), int(str(definition)))
+            items = self.read[account]
+            free = [i for i in _held(items, since, until) if (account, i) not in self.taken]
+            for row in group.iter_rows(named=True):
+                index = next((i for i in free if _same(row, items[i])), None)
+                if index is not None:
+                    free.remove(index)
+                    self.taken.add((account, index))
+                    found.add(int(row[SOURCE_ROW]))
+        return found
+
+
+def count_held(
+    rows: pl.DataFrame, read: dict[Account, list[dict[str, Any]]], since: float | None
+) -> dict[int, int]:
     """For each row, how many of Engage's transactions match its content (for ``reconcile``)."""
     counts: dict[int, int] = {}
     for (contact, definition), group in rows.group_by(
         "contactId", "definitionId", maintain_order=True
     ):
-        held = _held(engage.transactions(str(contact), int(str(definition))), since)
+        items = read[(str(contact), int(str(definition)))]
+        held = [items[i] for i in _held(items, since)]
         for row in group.iter_rows(named=True):
             counts[int(row[SOURCE_ROW])] = sum(_same(row, t) for t in held)
     return counts
 
 
 def _held(
-    items: Iterable[dict[str, Any]], since: float | None, until: float | None = None
-) -> list[dict[str, Any]]:
+    items: Sequence[dict[str, Any]], since: float | None, until: float | None = None
+) -> list[int]:
+    """The indices of ``items`` created in the window."""
     out = []
-    for item in items:
+    for i, item in enumerate(items):
         created, doubt = _created(item)
-        if created is None:
-            out.append(item)
-            continue
-        at = created.timestamp()
-        if since is not None and at < since - SLACK_S - doubt:
-            continue
-        if until is not None and at > until + RETRIES_S + SLACK_S + doubt:
-            continue
-        out.append(item)
+        if created is not None:
+            at = created.timestamp()
+            if since is not None and at < since - SLACK_S - doubt:
+                continue
+            if until is not None and at > until + RETRIES_S + SLACK_S + doubt:
+                continue
+        out.append(i)
     return out
 
 
@@ -97,10 +140,6 @@ def _created(item: dict[str, Any]) -> tuple[datetime | None, float]:
     if created is None or created.tzinfo is not None:
         return created, 0.0
     return created.replace(tzinfo=UTC), ZONES_S
-
-
-def _first_match(row: dict[str, Any], held: list[dict[str, Any]]) -> int | None:
-    return next((i for i, t in enumerate(held) if _same(row, t)), None)
 
 
 def _same(row: dict[str, Any], held: dict[str, Any]) -> bool:

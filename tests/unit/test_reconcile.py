@@ -10,7 +10,16 @@ import polars as pl
 import pytest
 
 from pipeline.engage import EngageClient, RetryPolicy
-from pipeline.post.reconcile import RETRIES_S, SLACK_S, ZONES_S, count_held, find_applied
+from pipeline.post.reconcile import (
+    RETRIES_S,
+    SLACK_S,
+    ZONES_S,
+    Held,
+    Reader,
+    accounts_of,
+    count_held,
+    read_accounts,
+)
 from tests.unit.test_chunk import GUID, valid_rows
 
 OTHER = "11111111-2222-3333-4444-555555555555"
@@ -46,6 +55,17 @@ class Ledger:
     def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]:
         self.asked.append((contact_id, definition_id))
         return [dict(t) for t in self.accounts.get((contact_id, definition_id), [])]
+
+
+def find_applied(
+    rows: pl.DataFrame, engage: Reader, since: float | None = None, until: float | None = None
+) -> set[int]:
+    """The rows of one batch found: its accounts read, then matched."""
+    return Held(read_accounts(accounts_of(rows), engage)).find_applied(rows, since, until)
+
+
+def held_counts(rows: pl.DataFrame, engage: Reader, since: float | None) -> dict[int, int]:
+    return count_held(rows, read_accounts(accounts_of(rows), engage), since)
 
 
 def one_row(**values: Any) -> pl.DataFrame:
@@ -271,5 +291,5 @@ def test_count_held_counts_every_matching_transaction_per_row():
             ]
         }
     )
-    assert count_held(rows, ledger, SENT) == {1: 2, 2: 2, 3: 0}
-    assert count_held(rows, ledger, None) == {1: 3, 2: 3, 3: 0}
+    assert held_counts(rows, ledger, SENT) == {1: 2, 2: 2, 3: 0}
+    assert held_counts(rows, ledger, None) == {1: 3, 2: 3, 3: 0}
