@@ -161,6 +161,7 @@ def _logged(request: Request, response: Response, arrived: float, wall: datetime
         wall_time=wall,
         method=request.method,
         path=request.url.path,
+        query=request.url.query,
         idempotency_key=request.headers.get("idempotency-key"),
         status=response.status_code,
         rows=getattr(state, "rows", None),

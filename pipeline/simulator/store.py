@@ -116,6 +116,7 @@ class LoggedRequest:
     status: int
     rows: int | None
     note: str | None
+    query: str = ""  # the query string, as sent
 
     def record(self) -> dict[str, Any]:
         return {
@@ -123,6 +124,7 @@ class LoggedRequest:
             "wallTime": self.wall_time.isoformat(),
             "method": self.method,
             "path": self.path,
+            "query": self.query,
             "idempotencyKey": self.idempotency_key,
             "status": self.status,
             "rows": self.rows,

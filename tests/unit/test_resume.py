@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ import pytest
 from pipeline.chunk import Batch, child_key, chunk
 from pipeline.engage import TRANSACTIONS, EngageClient, RetryPolicy
 from pipeline.journal import FILENAME, Journal
+from pipeline.limits import RateLimiter
 from pipeline.post import Posted, Refused, Resume, post
 from pipeline.runner import _JournalRecorder
 from tests.unit.test_chunk import valid_rows
@@ -438,3 +441,117 @@ def test_a_transaction_of_a_settled_batch_is_not_taken_for_an_in_doubt_row(
     clock.now = T0 + 1 + WINDOW
     resumed(batches, engage, journal, clock.now)
     assert [key for key, _ in engage.posts()] == [child_key(batches[1].key, "r")]
+
+
+# --- settling every batch in doubt together ---------------------------------------------
+
+
+def in_doubt_past_the_window(journal: Journal, clock: Clock, *seqs: int) -> None:
+    """Batches ``seqs`` sent at T0 by a run that died; now Engage has forgotten their keys."""
+    for seq in seqs:
+        journal.sending(ID, seq, "")
+    clock.now = T0 + WINDOW + 60
+
+
+def asked(engage: Engage) -> list[tuple[str, str]]:
+    return [(r.url.params["contactId"], r.url.params["definitionId"]) for r in engage.gets()]
+
+
+def test_every_account_is_read_once_for_all_batches_in_doubt(journal: Journal, clock: Clock):
+    """Three batches in doubt, all on one contact's three accounts: three GETs, not nine;
+    the rows found are accepted, the rest re-sent; the counts say so."""
+    frame = valid_rows(9)  # definitions 1, 2, 3 in every batch of 3
+    batches = planned(journal, frame, 3)
+    in_doubt_past_the_window(journal, clock, 1, 2, 3)
+    rows = frame.to_dicts()
+    engage = Engage(held=[transaction(rows[i], T0 + 1) for i in (0, 4, 8)])
+    posted = resumed(batches, engage, journal, clock.now)
+    assert sorted(asked(engage)) == [(rows[0]["contactId"], d) for d in ("1", "2", "3")]
+    assert posted.outcomes["accepted"].all() and posted.outcomes.height == 9
+    sent = sorted(d for _, descriptions in engage.posts() for d in descriptions)
+    assert sent == sorted(f"receipt {i}" for i in range(9) if i not in (0, 4, 8))
+    s = posted.settling
+    assert (s.batches, s.accounts, s.rows_found, s.rows_resent) == (3, 3, 3, 6)
+
+
+def test_one_transaction_stands_for_a_row_of_one_batch_only(journal: Journal, clock: Clock):
+    """The same row in two batches in doubt, one transaction in Engage: one row is found, the
+    other sent again (the shared read must not find it for both)."""
+    frame = valid_rows(2, amount=["5", "5"], definitionId=[1, 1], description=["x", "x"])
+    batches = planned(journal, frame, 1)
+    in_doubt_past_the_window(journal, clock, 1, 2)
+    engage = Engage(held=[transaction(frame.to_dicts()[0], T0 + 1)])
+    posted = resumed(batches, engage, journal, clock.now)
+    assert len(engage.gets()) == 1
+    assert [descriptions for _, descriptions in engage.posts()] == [["x"]]
+    assert (posted.settling.rows_found, posted.settling.rows_resent) == (1, 1)
+
+
+def test_settling_reads_before_any_batch_is_sent(journal: Journal, clock: Clock):
+    """Batches between and after those in doubt wait for the reads: no POST of this run can
+    be taken for an earlier run's row. They are sent afterwards, under their own keys."""
+    frame = valid_rows(4, definitionId=[1, 1, 1, 1])
+    batches = planned(journal, frame, 1)
+    in_doubt_past_the_window(journal, clock, 1, 3)
+    engage = Engage()
+    recorder = _JournalRecorder(journal, ID)
+    post(batches, engage.client(), recorder=recorder, resume=resume_of(journal, clock.now),
+         concurrency=4)  # fmt: skip
+    methods = [r.method for r in engage.requests]
+    assert methods == ["GET"] + ["POST"] * 4
+    keys = {key for key, _ in engage.posts()}
+    assert keys == {batches[1].key, batches[3].key, child_key(batches[0].key, "r"),
+                    child_key(batches[2].key, "r")}  # fmt: skip
+
+
+def test_a_resume_inside_the_window_reads_nothing(journal: Journal, clock: Clock):
+    """In doubt, but Engage still knows the keys: re-sent under them, no GET at all."""
+    batches = planned(journal, valid_rows(6), 2)
+    for seq in (1, 2):
+        journal.sending(ID, seq, "")
+    clock.now = T0 + WINDOW - 60
+    engage = Engage()
+    posted = resumed(batches, engage, journal, clock.now)
+    assert engage.gets() == [] and posted.settling.batches == 0
+    assert {key for key, _ in engage.posts()} == {b.key for b in batches}
+
+
+def test_accounts_are_read_side_by_side(journal: Journal, clock: Clock):
+    """Many accounts, concurrency 4: up to four GETs at once, never more."""
+    contacts = [f"00000000-0000-4000-8000-{i:012d}" for i in range(12)]
+    frame = valid_rows(12, contactId=contacts, definitionId=[1] * 12)
+    batches = planned(journal, frame, 4)
+    in_doubt_past_the_window(journal, clock, 1, 2, 3)
+    lock, now, most = threading.Lock(), [0], [0]
+
+    def slow(request: httpx.Request) -> None:
+        if request.method == "GET":
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            time.sleep(0.05)
+            with lock:
+                now[0] -= 1
+
+    engage = Engage(on_request=slow)
+    post(batches, engage.client(), recorder=_JournalRecorder(journal, ID),
+         resume=resume_of(journal, clock.now), concurrency=4)  # fmt: skip
+    assert len(engage.gets()) == 12 and 1 < most[0] <= 4
+
+
+def test_a_stop_while_settling_leaves_the_batches_in_doubt(journal: Journal, clock: Clock):
+    """Stopped while the accounts are read: nothing is POSTed, the batches stay in doubt (not
+    'not applied'), the rest unsent; the next run settles them."""
+    batches = planned(journal, valid_rows(6), 2)
+    in_doubt_past_the_window(journal, clock, 1)
+    stop = threading.Event()
+    engage = Engage(on_request=lambda request: stop.set())
+    http = httpx.Client(base_url="https://t.example", transport=httpx.MockTransport(engage.handle))
+    client = EngageClient(http, RetryPolicy(max_attempts=1), stopping=stop.is_set,
+                          limiter=RateLimiter(1000.0))  # fmt: skip
+    posted = post(batches, client, should_stop=stop.is_set, recorder=_JournalRecorder(journal, ID),
+                  resume=resume_of(journal, clock.now))  # fmt: skip
+    assert engage.posts() == [] and posted.interrupted and posted.aborted is None
+    stages = dict(zip(posted.outcomes["sourceRow"], posted.outcomes["stage"], strict=True))
+    assert stages == {1: "batch", 2: "batch", 3: "unsent", 4: "unsent", 5: "unsent", 6: "unsent"}
+    assert state(journal, 1) == "sending"
