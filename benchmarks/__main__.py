@@ -14,7 +14,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import benchmarks
-from benchmarks import generate, report, runs
+from benchmarks import generate, recovery, report, runs
 from benchmarks.journal import journal_cost
 from benchmarks.landed import landed_planning
 from benchmarks.measure import Limits
@@ -29,6 +29,7 @@ KINDS = (
     "landed",
     "sink",
     "verify",
+    "recovery",
     "run",
     "baseline",
     "simulator",
@@ -59,6 +60,8 @@ def parse(arguments: Sequence[str] | None = None) -> argparse.Namespace:
         "--verify-contacts", type=int, default=100_000, help="contacts, balances verify"
     )
     parser.add_argument("--verify-rps", type=int, default=500, help="--max-rps of the verify")
+    parser.add_argument("--recovery-rows", type=int, default=20_000, help="rows, recovery")
+    parser.add_argument("--recovery-contacts", type=int, default=1_000, help="contacts, recovery")
     parser.add_argument(
         "--landed-rows", type=int, default=10_000_000, help="rows landed before, for 'landed'"
     )
@@ -159,6 +162,23 @@ def _plan(options: argparse.Namespace, files: dict[int, Path], settings: Setting
             f"balances verify of {options.verify_contacts:,} contacts at {options.verify_rps}"
             " req/s against the sink",
             partial(runs.verify_at_sink, options.verify_contacts, options.verify_rps, settings),
+        ),
+        *(
+            Step(
+                "recovery",
+                f"re-run after a crash, keys {'expired' if expired else 'known'}:"
+                f" {options.recovery_rows:,} rows, {options.recovery_contacts:,} contacts,"
+                f" 200 req/s, {recovery.LATENCY_MS:g} ms latency",
+                partial(
+                    recovery.recovery,
+                    settings,
+                    options.recovery_rows,
+                    options.recovery_contacts,
+                    200,
+                    expired,
+                ),
+            )
+            for expired in (True, False)
         ),
         *_with_simulator(options, files, settings),
     ]

@@ -58,6 +58,7 @@ def goals(measurements: Sequence[Measurement], sizes: Sequence[int]) -> list[Goa
         *_landed_goals(find),
         *_sink_goals(find),
         *_verify_goals(find),
+        *_recovery_goals(find),
     ]
 
 
@@ -89,6 +90,25 @@ def _verify_goals(find: _Find) -> list[Goal]:
         rate = _ratio(traffic.get("sustained_rps"), rps)
         listed.append(Goal(at, "while running, of --max-rps", rate, 0.95, "%", True))
         listed.append(Goal(at, "peak RSS", _rss(measured), GIB_MIB, "MiB", False))
+    return listed
+
+
+def _recovery_goals(find: _Find) -> list[Goal]:
+    """A re-run after a crash (issue #18): GETs only for the accounts the requests that
+    reached Engage touch, in little more time than its requests need at the rate limit; none
+    while Engage still knows the keys."""
+    listed = []
+    expired, window = find("recovery-expired", None), find("recovery-window", None)
+    if expired is not None:
+        at, extra = (expired.key, expired.size), expired.extra
+        touched = extra.get("accounts_touched")
+        listed.append(Goal(at, "GETs (accounts touched)", extra.get("gets"), touched or 0,
+                           "requests", False))  # fmt: skip
+        ratio = _ratio(_seconds(expired), extra.get("needed_s"))
+        listed.append(Goal(at, "re-run ÷ needed at the limit", ratio, 1.5, "times", False))
+    if window is not None:
+        gets = window.extra.get("gets")
+        listed.append(Goal((window.key, window.size), "GETs", gets, 0, "requests", False))
     return listed
 
 

@@ -3,8 +3,9 @@ collector) or pushed to a Pushgateway (a CronJob lives too briefly to be scraped
 
 Gauges of the last run, named by Prometheus' conventions (``points_import_`` prefix, base
 units, ``_seconds``, ``_timestamp_seconds``): rows by outcome, batches, requests, retries,
-429 answers, duration, exit code, when it ran, and when a run last succeeded (exit 0),
-which a failed run keeps as it was, so that "no success for 26 h" can be alerted on.
+429 answers, the accounts read to settle batches in doubt, duration, exit code, when it ran,
+and when a run last succeeded (exit 0), which a failed run keeps as it was, so that "no
+success for 26 h" can be alerted on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ROWS = {  # outcome label -> the summary's count
     "rejected": "rows_rejected",
     "held_back": "rows_held_back",
     "already_landed": "rows_already_landed",
+    "found_applied": "rows_found_applied",  # in doubt, found in Engage by GETs
+    "resent": "rows_resent",  # in doubt, not found: sent again
 }
 
 
@@ -47,6 +50,12 @@ def registry_of(summary: dict[str, Any] | None, exit_code: int, now: float) -> C
     batches = Gauge(f"{PREFIX}_batches", "Batches of the last run", ["state"], registry=registry)
     batches.labels(state="planned").set(summary.get("batches_total") or 0)
     batches.labels(state="sent").set(summary.get("batches_sent") or 0)
+    batches.labels(state="settled").set(summary.get("batches_settled") or 0)
+    gauge(
+        "accounts_read",
+        "Accounts read to settle batches in doubt",
+        summary.get("accounts_read") or 0,
+    )
     gauge("requests", "POST requests of the last run", summary.get("requests") or 0)
     gauge("retries", "Retried attempts of the last run", summary.get("retries") or 0)
     gauge("rate_limited_responses", "429 answers in the last run", summary.get("throttled") or 0)

@@ -82,7 +82,8 @@ def test_killed_while_requests_wait_for_the_limiter_then_keys_expire(killable, r
     sim.store.requests.clear()  # the dead process's requests are all answered by now
 
     result = run_cli("run", "in.csv", "--batch-size", BATCH, "--idempotency-window", "0.5",
-                     "--summary", "summary.json", sim=sim, config=CONFIG)  # fmt: skip
+                     "--summary", "summary.json", "--metrics-file", "metrics.prom", sim=sim,
+                     config=CONFIG)  # fmt: skip
     assert result.code == 0, result.err
     summary = result.summary()
     assert summary["batches_settled"] == len(left), "batches that never left are not settled"
@@ -90,11 +91,18 @@ def test_killed_while_requests_wait_for_the_limiter_then_keys_expire(killable, r
     asked = reads(sim)
     assert set(asked) == touched and max(asked.values()) == 1, "each account read once"
     assert summary["accounts_read"] == len(touched)
+    metrics = (tmp_path / "metrics.prom").read_text()
+    assert f"points_import_accounts_read {float(len(touched))}" in metrics
+    assert f'points_import_batches{{state="settled"}} {float(len(left))}' in metrics
     assert summary["rows_found_applied"] + summary["rows_resent"] == 50 * len(left)
     first_post = next(i for i, r in enumerate(sim.store.requests) if r.method == "POST")
     assert all(r.method == "POST" for r in sim.store.requests[first_post:]), "reads come first"
     counts = Counter(content(t) for t in stored(sim))
     assert len(counts) == 600 and max(counts.values()) == 1
+    told = (f"{len(left)} batches, {len(touched)} accounts read: {summary['rows_found_applied']}"
+            f" rows found applied, {summary['rows_resent']} re-sent")  # fmt: skip
+    assert told in result.err
+    assert told in run_cli("runs").err and told in run_cli("status").err
 
 
 @pytest.mark.parametrize("killable", [{}], indirect=True)
