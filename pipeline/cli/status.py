@@ -128,10 +128,10 @@ def reconcile(
         open_client(cfg, credentials_from_env(cfg.engage, env)) as client,
         counting("accounts read", len(accounts)) as advance,
     ):
-        read = read_accounts(accounts, client, cfg.engage.concurrency, advance)
+        read = read_accounts(accounts, client, cfg.engage.concurrency, advance, since)
     rows = accepted.join(chosen.select("contactId", "definitionId").unique(),
                          on=["contactId", "definitionId"])  # fmt: skip
-    return _verdict(rows, count_held(rows, read, since), chosen)
+    return _verdict(rows, count_held(rows, read), chosen)
 
 
 def _sample(accepted: pl.DataFrame, size: int | None) -> pl.DataFrame:

@@ -39,7 +39,7 @@ from pipeline.errors import (
 from pipeline.journal import BatchRecord
 from pipeline.model import SOURCE_ROW
 from pipeline.post.ledger import REFUSED_SCHEMA, Ledger, Refused, Settling
-from pipeline.post.poster import STOPPED, NoRecorder, Poster, Recorder, Resume, settle
+from pipeline.post.poster import STOPPED, NoRecorder, Poster, Recorder, Resume, Window, settle
 from pipeline.post.reconcile import Account
 from pipeline.spool import Spool
 
@@ -121,10 +121,10 @@ class _Run:
         yield from batches
 
     def _settle(self, parts: list[tuple[Batch, BatchRecord]]) -> None:
-        def read(accounts: list[Account]) -> dict[Account, list[dict[str, Any]]]:
+        def read(accounts: list[Account], window: Window) -> dict[Account, list[dict[str, Any]]]:
             self.watch.settling(len(parts), len(accounts))
             log.warning("settling batches in doubt", batches=len(parts), accounts=len(accounts))
-            return self.poster.read(accounts, self.concurrency, self.watch.account_read)
+            return self.poster.read(accounts, window, self.concurrency, self.watch.account_read)
 
         try:
             self.poster.found = settle(parts, read)

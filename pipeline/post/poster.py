@@ -21,12 +21,6 @@ from pipeline.post.match import match_not_accepted
 from pipeline.post.reconcile import Account, Held, accounts_of, read_accounts
 
 log = structlog.get_logger("pipeline.post")
-
-
-def _nothing() -> None:
-    pass
-
-
 SETTLED = ("done", "failed", "split", "reconciled")
 STOPPED = "not sent: the run was interrupted"
 IN_DOUBT = (
@@ -225,19 +219,23 @@ class Poster:
         self.walk(child)
 
     def read(
-        self, accounts: list[Account], concurrency: int = 1, done: Callable[[], None] = _nothing
-    ) -> dict[Account, list[dict[str, Any]]]:
-        """Every transaction of each of ``accounts``, read once each, counted."""
+        self, accounts: list[Account], window: Window, concurrency: int = 1,
+        done: Callable[[], None] | None = None,
+    ) -> dict[Account, list[dict[str, Any]]]:  # fmt: skip
+        """The transactions of each of ``accounts`` created in ``window``, each account read
+        once, counted."""
         assert self.client is not None, "reconciling needs a client"
 
         def read_one() -> None:
             self.ledger.count_read()
-            done()
+            if done is not None:
+                done()
 
-        return read_accounts(accounts, self.client, concurrency, read_one)
+        return read_accounts(accounts, self.client, concurrency, read_one, *window)
 
 
-Read = Callable[[list["Account"]], dict["Account", list[dict[str, Any]]]]
+Window = tuple[float | None, float | None]  # (since, until): when the batches were sent
+Read = Callable[[list[Account], Window], dict[Account, list[dict[str, Any]]]]
 
 
 def settle(
@@ -248,9 +246,14 @@ def settle(
     one batch at most. An error reading goes up as the batches' doubt."""
     if not parts:
         return {}
+    sent = [(r.first_sent_at, r.updated_at) for _, r in parts]
+    since = None if any(s is None for s, _ in sent) else min(s for s, _ in sent if s is not None)
+    until = None if any(u is None for _, u in sent) else max(u for _, u in sent if u is not None)
+    accounts = accounts_of(
+        pl.concat([b.rows.select("contactId", "definitionId") for b, _ in parts])
+    )
     try:
-        held = Held(read(accounts_of(pl.concat([b.rows.select("contactId", "definitionId")
-                                                for b, _ in parts]))))  # fmt: skip
+        held = Held(read(accounts, (since, until)))
     except EngageError as exc:  # still in doubt: not "not applied"
         raise BatchInDoubtError(f"reconciling failed: {exc}", status=exc.status) from exc
     return {

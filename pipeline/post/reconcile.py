@@ -15,6 +15,11 @@ transaction's must lie within a day's time zones of its creation: a transaction 
 by another row's timeStamp is not this row's), validFrom like it or to the transaction's
 date (the sources don't say which), validTo to anything.
 
+After a crash, every batch in doubt is settled together (``poster.settle``): each account
+their rows touch is read once (all pages, ``read_accounts``, side by side), and their rows are
+matched against what was read (``Held``), batch after batch, a transaction found for a row of
+one batch standing for no row of another.
+
 Not covered: two rows of one import equal but for dates one of them leaves out (or identical,
 with allow_duplicates), one in a settled batch sent the same day the other was in doubt: the
 settled one's transaction can stand for the in-doubt one, which is then not re-sent.
@@ -56,16 +61,20 @@ def read_accounts(
     engage: Reader,
     concurrency: int = 1,
     done: Callable[[], None] = lambda: None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> dict[Account, list[dict[str, Any]]]:
-    """Every transaction of each account (all pages), each account read once, ``concurrency``
-    at a time (the client's rate limiter paces the GETs). The first read that fails stops
-    the others and goes up."""
+    """The transactions of each account (all pages) that were created between ``since`` and
+    a few hours after ``until`` (older and newer ones are not kept: an account may hold
+    years of them), each account read once, ``concurrency`` at a time (the client's rate
+    limiter paces the GETs). The first read that fails stops the others and goes up."""
     read: dict[Account, list[dict[str, Any]]] = {}
     pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="settle")
     try:
         futures = {pool.submit(engage.transactions, *account): account for account in accounts}
         for future in as_completed(futures):
-            read[futures[future]] = future.result()
+            items = future.result()
+            read[futures[future]] = [items[i] for i in _held(items, since, until)]
             done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -101,16 +110,14 @@ class Held:
         return found
 
 
-def count_held(
-    rows: pl.DataFrame, read: dict[Account, list[dict[str, Any]]], since: float | None
-) -> dict[int, int]:
-    """For each row, how many of Engage's transactions match its content (for ``reconcile``)."""
+def count_held(rows: pl.DataFrame, read: dict[Account, list[dict[str, Any]]]) -> dict[int, int]:
+    """For each row, how many of the transactions ``read`` match its content (for
+    ``reconcile``)."""
     counts: dict[int, int] = {}
     for (contact, definition), group in rows.group_by(
         "contactId", "definitionId", maintain_order=True
     ):
-        items = read[(str(contact), int(str(definition)))]
-        held = [items[i] for i in _held(items, since)]
+        held = read[(str(contact), int(str(definition)))]
         for row in group.iter_rows(named=True):
             counts[int(row[SOURCE_ROW])] = sum(_same(row, t) for t in held)
     return counts

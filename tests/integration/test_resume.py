@@ -473,9 +473,12 @@ def test_status_runs_and_reconcile_describe_an_import(simulator, run_cli, tmp_pa
     assert status.code == 0 and "done 12" in status.err and "finished" in status.err
     runs = run_cli("runs")
     assert runs.code == 0 and import_id in runs.err
+    sim.store.requests.clear()
     check = run_cli("reconcile", import_id, sim=sim, config=CONFIG)
     assert check.code == 0, check.err
     assert "596 accepted rows" in check.err and "exactly once" in check.err
+    reads = [r.query for r in sim.store.requests if r.method == "GET"]
+    assert len(reads) == len(set(reads)) == 291  # each account (97 contacts x 3) read once
     again = {
         "contactId": contact_id(2),
         "amount": 1.25,

@@ -65,7 +65,7 @@ def find_applied(
 
 
 def held_counts(rows: pl.DataFrame, engage: Reader, since: float | None) -> dict[int, int]:
-    return count_held(rows, read_accounts(accounts_of(rows), engage), since)
+    return count_held(rows, read_accounts(accounts_of(rows), engage, since=since))
 
 
 def one_row(**values: Any) -> pl.DataFrame:
@@ -293,3 +293,37 @@ def test_count_held_counts_every_matching_transaction_per_row():
     )
     assert held_counts(rows, ledger, SENT) == {1: 2, 2: 2, 3: 0}
     assert held_counts(rows, ledger, None) == {1: 3, 2: 3, 3: 0}
+
+
+def test_only_transactions_created_while_the_batches_were_sent_are_kept():
+    """An account's years of transactions are not kept in memory: only those created in the
+    window (with the clocks' slack), and those whose creation can't be read."""
+    row = one_row().to_dicts()[0]
+    kept = [held(row, SENT + 10), held(row, SENT - SLACK_S + 60, id=2), held(row, createdOn=None)]
+    old = [held(row, SENT - 86400 * 365, id=3), held(row, SENT + RETRIES_S + SLACK_S + 60, id=4)]
+    read = read_accounts([(GUID, 1)], Ledger({(GUID, 1): [old[0], *kept, old[1]]}),
+                         since=SENT, until=SENT)  # fmt: skip
+    assert read == {(GUID, 1): kept}
+
+
+def test_accounts_are_read_side_by_side_each_once():
+    """``concurrency`` readers at once; every account asked for exactly once."""
+    import threading
+    import time
+
+    lock, now, most = threading.Lock(), [0], [0]
+
+    class Slow(Ledger):
+        def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]:
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            time.sleep(0.02)
+            with lock:
+                now[0] -= 1
+            return super().transactions(contact_id, definition_id)
+
+    accounts = [(GUID, d) for d in range(1, 13)]
+    slow = Slow({})
+    assert set(read_accounts(accounts, slow, concurrency=4)) == set(accounts)
+    assert sorted(slow.asked) == accounts and 1 < most[0] <= 4
