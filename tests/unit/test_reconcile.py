@@ -304,26 +304,3 @@ def test_only_transactions_created_while_the_batches_were_sent_are_kept():
     read = read_accounts([(GUID, 1)], Ledger({(GUID, 1): [old[0], *kept, old[1]]}),
                          since=SENT, until=SENT)  # fmt: skip
     assert read == {(GUID, 1): kept}
-
-
-def test_accounts_are_read_side_by_side_each_once():
-    """``concurrency`` readers at once; every account asked for exactly once."""
-    import threading
-    import time
-
-    lock, now, most = threading.Lock(), [0], [0]
-
-    class Slow(Ledger):
-        def transactions(self, contact_id: str, definition_id: int) -> list[dict[str, Any]]:
-            with lock:
-                now[0] += 1
-                most[0] = max(most[0], now[0])
-            time.sleep(0.02)
-            with lock:
-                now[0] -= 1
-            return super().transactions(contact_id, definition_id)
-
-    accounts = [(GUID, d) for d in range(1, 13)]
-    slow = Slow({})
-    assert set(read_accounts(accounts, slow, concurrency=4)) == set(accounts)
-    assert sorted(slow.asked) == accounts and 1 < most[0] <= 4
