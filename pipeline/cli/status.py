@@ -61,6 +61,13 @@ def status(state_dir: Path, import_id: str | None) -> int:
     _say(f"  started    {record.created_at}; last change {record.updated_at}")
     if record.holder:
         _say(f"  held by    {record.holder}")
+    if record.status == "stopped":
+        doubt = counts.get("sending", 0)
+        _say(
+            "  stopped    the process running it is gone (killed, its machine lost): run the"
+            " same command again to resume"
+            + (f"; {doubt} batches in doubt are settled first" if doubt else "")
+        )
     if record.last_error:
         _say(f"  last error {record.last_error}")
     if record.summary:

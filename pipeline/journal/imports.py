@@ -50,12 +50,12 @@ class Imports(Store):
 
     def find(self, import_id: str) -> ImportRecord | None:
         rows = self._read("SELECT * FROM imports WHERE import_id = ?", (import_id,))
-        return _import(rows[0]) if rows else None
+        return _import(rows[0], self._clock()) if rows else None
 
     def imports(self) -> list[ImportRecord]:
-        return [
-            _import(r) for r in self._read("SELECT * FROM imports ORDER BY created_at, import_id")
-        ]
+        rows = self._read("SELECT * FROM imports ORDER BY created_at, import_id")
+        now = self._clock()
+        return [_import(r, now) for r in rows]
 
     def register(
         self,
@@ -194,12 +194,12 @@ def _beat(db: sqlite3.Connection, import_id: str, now: float) -> None:
     )
 
 
-def _import(r: sqlite3.Row) -> ImportRecord:
-    holder = (
-        f"pid {r['holder_pid']} on {r['holder_host']} since {r['holder_since']}"
-        if r["holder_pid"]
-        else None
-    )
+def _import(r: sqlite3.Row, now: float) -> ImportRecord:
+    """The record; an import left "running" by a process that is gone (killed, its node
+    lost) is "stopped": run again, it resumes."""
+    held = bool(r["holder_pid"]) and not _dead(r, now)
+    holder = f"pid {r['holder_pid']} on {r['holder_host']} since {r['holder_since']}"
+    status = "stopped" if r["status"] == "running" and not held else r["status"]
     return ImportRecord(
         import_id=r["import_id"],
         input_path=r["input_path"],
@@ -208,13 +208,13 @@ def _import(r: sqlite3.Row) -> ImportRecord:
         definitions=json.loads(r["definitions"]) if r["definitions"] else None,
         batches=r["batches"],
         rows=r["rows"],
-        status=r["status"],
+        status=status,
         exit_code=r["exit_code"],
         summary=json.loads(r["summary"]) if r["summary"] else None,
         last_error=r["last_error"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
-        holder=holder,
+        holder=holder if held else None,
         input_bytes=r["input_bytes"],
         tenant=r["tenant"],
         claimed_through=r["claimed_through"],

@@ -78,6 +78,9 @@ def test_killed_while_requests_wait_for_the_limiter_then_keys_expire(killable, r
     waited = {seq for seq, (state, _, _) in before.items() if state == "planned"}
     assert 1 < len(left) <= killer.posts + 1  # in doubt: what arrived, or was about to
     assert len(waited) >= 3, "batches waited for the limiter when the process died"
+    status = run_cli("status").err
+    assert "import" in status and ": stopped" in status
+    assert f"{len(left)} batches in doubt are settled first" in status
     time.sleep(1.2)  # past Engage's (1 s) and our (0.5 s) memory of the keys
     sim.store.requests.clear()  # the dead process's requests are all answered by now
 
