@@ -218,7 +218,10 @@ class EngageClient:
             page = self.get_json(path, {**params, "offset": len(items), "count": PAGE}) or {}
             if not isinstance(page, dict):
                 raise FatalEngageError(f"GET {path} did not answer a JSON object")
-            chunk = [t for t in page.get("items") or [] if isinstance(t, dict)]
+            listed = page.get("items") or []
+            if not isinstance(listed, list):
+                raise FatalEngageError(f"GET {path} answered items that are not a list")
+            chunk = [t for t in listed if isinstance(t, dict)]
             if chunk and chunk == previous:  # offset ignored: all of them can't be known
                 raise FatalEngageError(f"GET {path} answers the same page at any offset")
             items.extend(chunk)

@@ -26,8 +26,6 @@ ROWS = {  # outcome label -> the summary's count
     "rejected": "rows_rejected",
     "held_back": "rows_held_back",
     "already_landed": "rows_already_landed",
-    "found_applied": "rows_found_applied",  # in doubt, found in Engage by GETs
-    "resent": "rows_resent",  # in doubt, not found: sent again
 }
 
 
@@ -51,6 +49,10 @@ def registry_of(summary: dict[str, Any] | None, exit_code: int, now: float) -> C
     batches.labels(state="planned").set(summary.get("batches_total") or 0)
     batches.labels(state="sent").set(summary.get("batches_sent") or 0)
     batches.labels(state="settled").set(summary.get("batches_settled") or 0)
+    settled = Gauge(f"{PREFIX}_settled_rows", "Rows in doubt the last run settled through GETs",
+                    ["outcome"], registry=registry)  # fmt: skip
+    settled.labels(outcome="found_applied").set(summary.get("rows_found_applied") or 0)
+    settled.labels(outcome="resent").set(summary.get("rows_resent") or 0)
     gauge(
         "accounts_read",
         "Accounts read to settle batches in doubt",

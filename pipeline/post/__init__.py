@@ -132,6 +132,12 @@ class _Run:
             stopping = isinstance(exc.__cause__, NotSentError)
             self.failure = None if stopping else exc
             self.stopped_by = STOPPED if stopping else f"not sent: the run stopped ({exc})"
+        except Exception as exc:  # a bug or a surprise: still in doubt, every row reported
+            log.error("settling the batches in doubt failed unexpectedly", exc_info=exc)
+            self.failure = TransientEngageError(
+                f"settling the batches in doubt failed: {type(exc).__name__}: {exc}"
+            )
+            self.stopped_by = f"not sent: the run stopped ({self.failure})"
 
     def collect(self, finished: Iterable[Future[None]]) -> None:
         for future in list(finished):

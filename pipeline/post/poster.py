@@ -256,9 +256,10 @@ def settle(
         held = Held(read(accounts, (since, until)))
     except EngageError as exc:  # still in doubt: not "not applied"
         raise BatchInDoubtError(f"reconciling failed: {exc}", status=exc.status) from exc
-    return {
-        (b.seq, b.part): held.find_applied(b.rows, r.first_sent_at, r.updated_at) for b, r in parts
-    }
+    found = held.find_applied(
+        [((b.seq, b.part), b.rows, r.first_sent_at, r.updated_at) for b, r in parts]
+    )
+    return {(b.seq, b.part): found[(b.seq, b.part)] for b, _ in parts}
 
 
 def _since(started: float) -> float:

@@ -17,8 +17,8 @@ date (the sources don't say which), validTo to anything.
 
 After a crash, every batch in doubt is settled together (``poster.settle``): each account
 their rows touch is read once (all pages, ``read_accounts``, side by side), and their rows are
-matched against what was read (``Held``), batch after batch, a transaction found for a row of
-one batch standing for no row of another.
+matched against what was read (``Held``), a transaction found for a row of one batch standing
+for no row of another.
 
 Not covered: two rows of one import equal but for dates one of them leaves out (or identical,
 with allow_duplicates), one in a settled batch sent the same day the other was in doubt: the
@@ -27,8 +27,10 @@ settled one's transaction can stand for the in-doubt one, which is then not re-s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -81,33 +83,57 @@ def read_accounts(
     return read
 
 
+Part = tuple[Hashable, pl.DataFrame, float | None, float | None]  # key, rows, since, until
+
+
 class Held:
-    """What Engage holds, read once per account for every batch in doubt: a transaction
-    found for a row is taken, and stands for no other row, of this batch or another."""
+    """What Engage holds, read once per account for every batch in doubt."""
 
     def __init__(self, read: dict[Account, list[dict[str, Any]]]) -> None:
         self.read = read
-        self.taken: set[tuple[Account, int]] = set()
 
-    def find_applied(
-        self, rows: pl.DataFrame, since: float | None = None, until: float | None = None
-    ) -> set[int]:
-        """The sourceRows of ``rows`` that Engage holds an untaken transaction for, created
-        between ``since`` (the first send) and a few hours after ``until`` (the last)."""
-        found: set[int] = set()
-        for (contact, definition), group in rows.group_by(
-            "contactId", "definitionId", maintain_order=True
-        ):
-            account = (str(contact), int(str(definition)))
-            items = self.read[account]
-            free = [i for i in _held(items, since, until) if (account, i) not in self.taken]
-            for row in group.iter_rows(named=True):
-                index = next((i for i in free if _same(row, items[i])), None)
-                if index is not None:
-                    free.remove(index)
-                    self.taken.add((account, index))
-                    found.add(int(row[SOURCE_ROW]))
+    def find_applied(self, parts: Sequence[Part]) -> dict[Hashable, set[int]]:
+        """For each part (its rows, sent between ``since`` and ``until``), the sourceRows
+        Engage holds a transaction for, each transaction standing for one row at most, of
+        whichever part. An account's transactions are taken oldest first, each by the row it
+        matches whose window closes first: a transaction in the windows of two batches is
+        not taken by the one that could also have another (sending twice is the worse
+        mistake)."""
+        found: dict[Hashable, set[int]] = {key: set() for key, *_ in parts}
+        waiting: dict[Account, list[_Waiting]] = {}
+        for order, (key, rows, since, until) in enumerate(parts):
+            for row in rows.iter_rows(named=True):
+                account = (str(row["contactId"]), int(str(row["definitionId"])))
+                waiting.setdefault(account, []).append(_Waiting(key, row, since, until, order))
+        for account, left in waiting.items():
+            for item in sorted(self.read[account], key=_oldest_first):
+                taker = min((w for w in left if w.takes(item)), key=_Waiting.closes, default=None)
+                if taker is not None:
+                    left.remove(taker)
+                    found[taker.key].add(int(taker.row[SOURCE_ROW]))
         return found
+
+
+@dataclass(frozen=True, eq=False)  # each its own: taken once
+class _Waiting:
+    """A row in doubt, not found yet."""
+
+    key: Hashable
+    row: dict[str, Any]
+    since: float | None
+    until: float | None
+    order: int
+
+    def takes(self, item: dict[str, Any]) -> bool:
+        return _within(item, self.since, self.until) and _same(self.row, item)
+
+    def closes(self) -> tuple[float, int]:
+        return (math.inf if self.until is None else self.until, self.order)
+
+
+def _oldest_first(item: dict[str, Any]) -> tuple[bool, float]:
+    created, _ = _created(item)
+    return (created is None, created.timestamp() if created else 0.0)
 
 
 def count_held(rows: pl.DataFrame, read: dict[Account, list[dict[str, Any]]]) -> dict[int, int]:
@@ -127,17 +153,19 @@ def _held(
     items: Sequence[dict[str, Any]], since: float | None, until: float | None = None
 ) -> list[int]:
     """The indices of ``items`` created in the window."""
-    out = []
-    for i, item in enumerate(items):
-        created, doubt = _created(item)
-        if created is not None:
-            at = created.timestamp()
-            if since is not None and at < since - SLACK_S - doubt:
-                continue
-            if until is not None and at > until + RETRIES_S + SLACK_S + doubt:
-                continue
-        out.append(i)
-    return out
+    return [i for i, item in enumerate(items) if _within(item, since, until)]
+
+
+def _within(item: dict[str, Any], since: float | None, until: float | None) -> bool:
+    """Whether ``item`` was created no earlier than ``since`` and no later than a few hours
+    after ``until`` (with the clocks' slack); when, if Engage does not say, is no bar."""
+    created, doubt = _created(item)
+    if created is None:
+        return True
+    at = created.timestamp()
+    if since is not None and at < since - SLACK_S - doubt:
+        return False
+    return until is None or at <= until + RETRIES_S + SLACK_S + doubt
 
 
 def _created(item: dict[str, Any]) -> tuple[datetime | None, float]:

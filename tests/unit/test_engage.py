@@ -255,6 +255,14 @@ def test_paging_ends_when_engage_ignores_the_offset():
     assert len(asked) == 4
 
 
+def test_items_that_are_not_a_list_are_an_engage_error():
+    """A page whose ``items`` is no list: an error the batch in doubt stays in doubt for,
+    not a crash."""
+    answer = httpx.Response(200, json={"items": 5, "totalCount": 1})
+    with pytest.raises(FatalEngageError, match="not a list"):
+        client(lambda request: answer).transactions("c", 1)
+
+
 def test_the_journal_hook_runs_after_the_limiter_grants_and_before_the_write():
     """``leaving`` runs once, after the rate limiter's grant and before the request is
     written: a batch queued behind the limiter is not yet in doubt."""

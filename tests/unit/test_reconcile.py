@@ -61,7 +61,8 @@ def find_applied(
     rows: pl.DataFrame, engage: Reader, since: float | None = None, until: float | None = None
 ) -> set[int]:
     """The rows of one batch found: its accounts read, then matched."""
-    return Held(read_accounts(accounts_of(rows), engage)).find_applied(rows, since, until)
+    read = read_accounts(accounts_of(rows), engage)
+    return Held(read).find_applied([("batch", rows, since, until)])["batch"]
 
 
 def held_counts(rows: pl.DataFrame, engage: Reader, since: float | None) -> dict[int, int]:

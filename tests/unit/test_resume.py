@@ -555,3 +555,45 @@ def test_a_stop_while_settling_leaves_the_batches_in_doubt(journal: Journal, clo
     stages = dict(zip(posted.outcomes["sourceRow"], posted.outcomes["stage"], strict=True))
     assert stages == {1: "batch", 2: "batch", 3: "unsent", 4: "unsent", 5: "unsent", 6: "unsent"}
     assert state(journal, 1) == "sending"
+
+
+def test_a_transaction_in_two_batches_windows_goes_to_the_one_that_has_no_other(
+    journal: Journal, clock: Clock
+):
+    """The same row in batches 1 and 2, both applied: batch 1 at T0 (its answer lost, re-sent
+    under its key 6 h later), batch 2 at T0+6h; both still in doubt when Engage has forgotten
+    the keys, and Engage lists newest first. Batch 1's window holds both transactions, batch
+    2's only the newer: each batch gets one, nothing is sent again."""
+    frame = valid_rows(2, amount=["5", "5"], definitionId=[1, 1], description=["x", "x"])
+    batches = planned(journal, frame, 1)
+    journal.sending(ID, 1, "")
+    clock.now = T0 + 6 * 3600
+    journal.sending(ID, 1, "")
+    journal.sending(ID, 2, "")
+    row = frame.to_dicts()[0]
+    engage = Engage(held=[transaction(row, T0 + 6 * 3600 + 1), transaction(row, T0 + 1)])
+    clock.now = T0 + 6 * 3600 + WINDOW + 60
+    posted = resumed(batches, engage, journal, clock.now)
+    assert engage.posts() == []
+    assert (posted.settling.rows_found, posted.settling.rows_resent) == (2, 0)
+
+
+def test_a_surprise_while_settling_stops_the_run_with_every_row_reported(
+    journal: Journal, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """Not an Engage error (a bug, say) while the batches in doubt are settled: the run stops,
+    nothing is POSTed, the batch stays in doubt and every row is in the report."""
+    batches = planned(journal, valid_rows(6), 2)
+    in_doubt_past_the_window(journal, clock, 1)
+
+    def broken(*args: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("pipeline.post.poster.Held.find_applied", broken)
+    engage = Engage()
+    posted = resumed(batches, engage, journal, clock.now)
+    assert engage.posts() == [] and posted.aborted is not None
+    assert "ZeroDivisionError" in str(posted.aborted)
+    stages = dict(zip(posted.outcomes["sourceRow"], posted.outcomes["stage"], strict=True))
+    assert stages == {1: "batch", 2: "batch", 3: "unsent", 4: "unsent", 5: "unsent", 6: "unsent"}
+    assert state(journal, 1) == "sending"
