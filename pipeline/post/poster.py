@@ -242,7 +242,7 @@ def settle(
     parts: Sequence[tuple[Batch, BatchRecord]], read: Read
 ) -> dict[tuple[int, str], set[int]]:
     """Which rows of each batch in doubt Engage holds: every account they touch read once
-    (``read``), then their rows matched in order, each transaction standing for one row of
+    (``read``), then their rows matched (``Held``), each transaction standing for one row of
     one batch at most. An error reading goes up as the batches' doubt."""
     if not parts:
         return {}
@@ -256,10 +256,9 @@ def settle(
         held = Held(read(accounts, (since, until)))
     except EngageError as exc:  # still in doubt: not "not applied"
         raise BatchInDoubtError(f"reconciling failed: {exc}", status=exc.status) from exc
-    found = held.find_applied(
+    return held.find_applied(
         [((b.seq, b.part), b.rows, r.first_sent_at, r.updated_at) for b, r in parts]
     )
-    return {(b.seq, b.part): found[(b.seq, b.part)] for b, _ in parts}
 
 
 def _since(started: float) -> float:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import polars as pl
 
@@ -83,7 +83,7 @@ def read_accounts(
     return read
 
 
-Part = tuple[Hashable, pl.DataFrame, float | None, float | None]  # key, rows, since, until
+K = TypeVar("K", bound=Hashable)  # what names a part (a batch)
 
 
 class Held:
@@ -92,15 +92,17 @@ class Held:
     def __init__(self, read: dict[Account, list[dict[str, Any]]]) -> None:
         self.read = read
 
-    def find_applied(self, parts: Sequence[Part]) -> dict[Hashable, set[int]]:
+    def find_applied(
+        self, parts: Sequence[tuple[K, pl.DataFrame, float | None, float | None]]
+    ) -> dict[K, set[int]]:
         """For each part (its rows, sent between ``since`` and ``until``), the sourceRows
         Engage holds a transaction for, each transaction standing for one row at most, of
         whichever part. An account's transactions are taken oldest first, each by the row it
         matches whose window closes first: a transaction in the windows of two batches is
         not taken by the one that could also have another (sending twice is the worse
         mistake)."""
-        found: dict[Hashable, set[int]] = {key: set() for key, *_ in parts}
-        waiting: dict[Account, list[_Waiting]] = {}
+        found: dict[K, set[int]] = {key: set() for key, *_ in parts}
+        waiting: dict[Account, list[_Waiting[K]]] = {}
         for order, (key, rows, since, until) in enumerate(parts):
             for row in rows.iter_rows(named=True):
                 account = (str(row["contactId"]), int(str(row["definitionId"])))
@@ -115,10 +117,10 @@ class Held:
 
 
 @dataclass(frozen=True, eq=False)  # each its own: taken once
-class _Waiting:
+class _Waiting(Generic[K]):
     """A row in doubt, not found yet."""
 
-    key: Hashable
+    key: K
     row: dict[str, Any]
     since: float | None
     until: float | None
