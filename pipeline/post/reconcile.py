@@ -76,7 +76,7 @@ def read_accounts(
         futures = {pool.submit(engage.transactions, *account): account for account in accounts}
         for future in as_completed(futures):
             items = future.result()
-            read[futures[future]] = [items[i] for i in _held(items, since, until)]
+            read[futures[future]] = [t for t in items if _within(t, since, until)]
             done()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -149,13 +149,6 @@ def count_held(rows: pl.DataFrame, read: dict[Account, list[dict[str, Any]]]) ->
         for row in group.iter_rows(named=True):
             counts[int(row[SOURCE_ROW])] = sum(_same(row, t) for t in held)
     return counts
-
-
-def _held(
-    items: Sequence[dict[str, Any]], since: float | None, until: float | None = None
-) -> list[int]:
-    """The indices of ``items`` created in the window."""
-    return [i for i, item in enumerate(items) if _within(item, since, until)]
 
 
 def _within(item: dict[str, Any], since: float | None, until: float | None) -> bool:
